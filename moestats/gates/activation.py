@@ -1,0 +1,88 @@
+"""Activation dense-to-sparse gate [S]."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+from ._base import Gate
+
+__all__ = ["ActivationGate", "ACTIVATIONS"]
+
+_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+
+
+def _tanh(z):
+    t = np.tanh(z)
+    return t, 1.0 - t * t
+
+
+def _sigmoid(z):
+    e = expit(z)
+    return e, e * (1.0 - e)
+
+
+def _gelu(z):
+    cdf = ndtr(z)
+    return z * cdf, cdf + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)
+
+
+#: built-in activations: name -> function returning (sigma(z), sigma'(z))
+ACTIVATIONS = {"tanh": _tanh, "sigmoid": _sigmoid, "gelu": _gelu}
+
+
+class ActivationGate(Gate):
+    """Gate :math:`s_j(x) = \\sigma(\\beta_{1j}^\\top x)/\\tau + \\beta_{0j}`.
+
+    The reference expert's logit is the constant :math:`\\sigma(0)/\\tau`, so the
+    convention :math:`\\beta_{1k} = 0, \\beta_{0k} = 0` still identifies the model.
+    A non-linear :math:`\\sigma` breaks the scale invariance of the temperature
+    gate; [S] proves polynomial rates when :math:`\\sigma` and its derivatives
+    satisfy linear-independence conditions (tanh, sigmoid and gelu do; the
+    identity and low-degree polynomials do not).
+
+    Parameters
+    ----------
+    activation : {"tanh", "sigmoid", "gelu"} or callable, default="tanh"
+        :math:`\\sigma`, applied element-wise. A callable must come with
+        ``activation_derivative``.
+    temperature : float, default=1.0
+        :math:`\\tau > 0`: fixed, or the starting value when learned.
+    learn_temperature : bool, default=False
+        Estimate :math:`\\tau` (as :math:`\\log\\tau`).
+    activation_derivative : callable, optional
+        :math:`\\sigma'` for a callable ``activation``.
+    """
+
+    has_temperature = True
+
+    def __init__(self, activation="tanh", temperature=1.0, learn_temperature=False,
+                 activation_derivative=None):
+        self.activation = activation
+        self.temperature = temperature
+        self.learn_temperature = learn_temperature
+        self.activation_derivative = activation_derivative
+
+    def validate(self, n_experts):
+        super().validate(n_experts)
+        act = self.activation
+        if callable(act):
+            if not callable(self.activation_derivative):
+                raise ValueError(
+                    "ActivationGate: a callable activation needs activation_derivative "
+                    f"(a callable), got {self.activation_derivative!r}"
+                )
+        elif act not in ACTIVATIONS:
+            raise ValueError(
+                f"ActivationGate: unknown activation {act!r}; choose one of "
+                f"{sorted(ACTIVATIONS)} or pass a callable with activation_derivative"
+            )
+
+    def _activate(self, z):
+        act = self.activation
+        if callable(act):
+            return np.asarray(act(z), dtype=float), np.asarray(
+                self.activation_derivative(z), dtype=float)
+        if act not in ACTIVATIONS:
+            self.validate(1)
+        return ACTIVATIONS[act](z)

@@ -1,0 +1,109 @@
+"""The papers' true models and fitted configurations, by id (papers.md section 6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .gates import ActivationGate, Gate, SoftmaxGate, TemperatureGate, TopKGate
+from .params import MoEParams
+from .sampling import TrueModel, UniformDesign
+
+__all__ = ["FittedConfig", "Setup", "SETUPS", "get_setup"]
+
+
+@dataclass(frozen=True)
+class FittedConfig:
+    """A fitted model of a setup: a name, the number of experts and the gate.
+
+    ``theory_slope`` is the slope of log(loss) on log(n) the theory predicts
+    (``None`` where it predicts no polynomial rate; 0 where it predicts no
+    convergence); ``loss`` names the loss (papers.md section 4).
+    """
+
+    name: str
+    n_experts: int
+    gate: Gate
+    loss: str
+    theory_slope: float | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A simulation setup: its true model and the fitted configurations."""
+
+    id: str
+    paper: str
+    truth: TrueModel
+    fitted: tuple = field(default_factory=tuple)
+    description: str = ""
+
+
+def _dnh_params(top1=False):
+    """The [D] truth: k* = 2, d = 1 (with beta_0 = 0 for the top-1 variant of [T])."""
+    return MoEParams(
+        gate_coef=[[25.0], [0.0]],
+        gate_intercept=[0.0, 0.0] if top1 else [-8.0, 0.0],
+        expert_coef=[[-20.0], [20.0]],
+        expert_intercept=[15.0, -5.0],
+        expert_var=[0.09, 0.16],
+    )
+
+
+def _temperature_params():
+    """This project's [S] truth: k* = 2, d = 1, tau = 0.5."""
+    return MoEParams(
+        gate_coef=[[3.0], [0.0]], gate_intercept=[0.5, 0.0],
+        expert_coef=[[-2.0], [2.0]], expert_intercept=[1.0, -1.0],
+        expert_var=[0.1, 0.2], temperature=0.5,
+    )
+
+
+def _build():
+    unit = UniformDesign(0.0, 1.0)
+    sym = UniformDesign(-1.0, 1.0)
+    setups = [
+        Setup("softmax-exact", "D", TrueModel(_dnh_params(), SoftmaxGate(), unit),
+              (FittedConfig("k2", 2, SoftmaxGate(), "D1", -0.5),),
+              "softmax gate, exact-specified (k = k* = 2)"),
+        Setup("softmax-over", "D", TrueModel(_dnh_params(), SoftmaxGate(), unit),
+              (FittedConfig("k3", 3, SoftmaxGate(), "D2", -0.5),
+               FittedConfig("k4", 4, SoftmaxGate(), "D2", -0.5)),
+              "softmax gate, over-specified (k = 3, 4 > k* = 2)"),
+        Setup("topk-exact", "T", TrueModel(_dnh_params(top1=True), TopKGate(1), sym),
+              (FittedConfig("k2-top1", 2, TopKGate(1), "D1-topk", -0.5),),
+              "top-1 gate, exact-specified (k = k* = 2), X ~ U[-1, 1]"),
+        Setup("topk-over", "T", TrueModel(_dnh_params(top1=True), TopKGate(1), sym),
+              (FittedConfig("k3-top2", 3, TopKGate(2), "D2-topk", -0.5,
+                            "K-bar = 2 >= K_needed = 2: converges"),
+               FittedConfig("k3-top1", 3, TopKGate(1), "density", 0.0,
+                            "K-bar = 1 < K_needed = 2: does not converge")),
+              "top-K gate, over-specified (k = 3 > k* = 2)"),
+        Setup("temperature", "S",
+              TrueModel(_temperature_params(), TemperatureGate(0.5), sym),
+              (FittedConfig("k2-learned-tau", 2, TemperatureGate(1.0, learn_temperature=True),
+                            "D1-temperature", None,
+                            "(beta_1, tau) not identifiable; beta_1/tau at -1/2"),),
+              "temperature gate with learned tau, identity activation"),
+        Setup("activation", "S",
+              TrueModel(_temperature_params(), ActivationGate("tanh", 0.5), sym),
+              (FittedConfig("k2-tanh", 2, ActivationGate("tanh", 1.0, learn_temperature=True),
+                            "D1-temperature", -0.5),
+               FittedConfig("k3-tanh", 3, ActivationGate("tanh", 1.0, learn_temperature=True),
+                            "D2-temperature", -0.5)),
+              "activation (tanh) gate with learned tau"),
+    ]
+    return {s.id: s for s in setups}
+
+
+#: the setups of papers.md section 6, by id
+SETUPS = _build()
+
+
+def get_setup(setup_id: str) -> Setup:
+    """The setup named ``setup_id`` (see :data:`SETUPS`)."""
+    try:
+        return SETUPS[setup_id]
+    except KeyError:
+        raise ValueError(f"unknown setup {setup_id!r}; known: {sorted(SETUPS)}") from None
+
