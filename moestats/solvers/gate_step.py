@@ -13,7 +13,7 @@ objective, so the observed log-likelihood never decreases across an EM iteration
   current one (a softmax over the selected experts: smooth and concave, and the
   softmax Hessian with the masked weights is exact); the Newton point is accepted
   through a backtracking search on the likelihood with the experts fixed (the
-  true :math:`Q` is :math:`-\infty` as soon as the selection moves under a sample
+  true :math:`Q` is :math:`-\\infty` as soon as the selection moves under a sample
   with positive responsibility, so it cannot be the acceptance test). Then the
   selection moves, on the likelihood with the experts fixed:
   the likelihood is piecewise constant in the selection (for top-1 the gate enters
@@ -119,7 +119,7 @@ def _selection_search(gate, params, X, log_expert, f, max_iter, tol):
 def _scale_and_intercepts(gate, params, X, f, max_iter, tol):
     """L-BFGS on the likelihood over a common slope scale ``c`` and the intercepts.
 
-    :math:`\beta_1 \to c\,\beta_1` (:math:`c > 0`) leaves every top-K selection
+    :math:`\\beta_1 \\to c\\,\\beta_1` (:math:`c > 0`) leaves every top-K selection
     unchanged, and so do the intercepts under slope selection, so this sub-problem
     is smooth; it sharpens or softens the gate without moving any sample's experts.
     """

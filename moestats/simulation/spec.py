@@ -1,0 +1,286 @@
+"""Sweep specifications: what a Monte Carlo convergence-rate study runs.
+
+A :class:`SweepSpec` is read from a TOML config (one per figure, in ``simulations/``)
+or built from a setup id. It expands into independent :class:`Task` s, one per
+(fitted configuration, sample size, replication); each task's randomness comes
+from ``SeedSequence(seed, spawn_key=(setup, n, replication[, fitted]))`` only, so
+results never depend on ``n_jobs``, task order, batching or resuming.
+
+Config format::
+
+    setup = "softmax-exact"        # an id of moestats.setups.SETUPS
+    fitted = ["k2"]                # optional: a subset of the setup's fitted configurations
+    seed = 2023
+    design = "iid"                 # "iid" (X ~ the setup's law) or "grid" (linspace, as in [D]'s code)
+    start = "near-truth"           # or "near-truth-fixed" (start noise not shrinking with n)
+    density_sample = 1000          # X points for the Hellinger density error (0: not computed)
+
+    [solver]
+    name = "em"                    # or "mle"
+    tol = 1e-6
+    max_iter = 2000
+
+    [quick]
+    sample_sizes = { min = 100, max = 10000, num = 8 }   # log-spaced, rounded; or a list
+    replications = 10
+
+    [full]
+    sample_sizes = { min = 100, max = 100000, num = 200 }
+    replications = 40
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..setups import SETUPS, get_setup
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["SweepSpec", "Task", "ConfigError", "load_spec", "spec_from_setup", "task_seed"]
+
+STARTS = ("near-truth", "near-truth-fixed")
+DESIGNS = ("iid", "grid")
+FORMS = ("quick", "full")
+
+
+class ConfigError(ValueError):
+    """A sweep config with a missing or invalid field; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One fit of a sweep: a fitted configuration on one replication at one sample size."""
+
+    fitted: str
+    n: int
+    replication: int
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything that determines a sweep's results (and nothing that does not).
+
+    Attributes
+    ----------
+    setup : str
+        Setup id (:data:`moestats.setups.SETUPS`).
+    fitted : tuple of str
+        Names of the fitted configurations of the setup to run.
+    sample_sizes : tuple of int
+    replications : int
+    seed : int
+    design : {"iid", "grid"}
+    start : {"near-truth", "near-truth-fixed"}
+    solver : str
+    tol : float
+    max_iter : int
+    density_sample : int
+        Size of the fixed X sample for the Hellinger density error (0: skipped).
+    form : str
+        "quick", "full" or "custom" (a label; part of the fingerprint).
+    """
+
+    setup: str
+    fitted: tuple
+    sample_sizes: tuple
+    replications: int
+    seed: int = 0
+    design: str = "iid"
+    start: str = "near-truth"
+    solver: str = "em"
+    tol: float = 1e-6
+    max_iter: int = 2000
+    density_sample: int = 1000
+    form: str = "custom"
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        _check_spec(self)
+
+    @property
+    def setup_obj(self):
+        return get_setup(self.setup)
+
+    def fitted_configs(self):
+        """The :class:`~moestats.setups.FittedConfig` objects to run, in order."""
+        by_name = {c.name: c for c in self.setup_obj.fitted}
+        return [by_name[name] for name in self.fitted]
+
+    def tasks(self):
+        """All tasks, ordered by n, then replication, then fitted configuration."""
+        return [Task(f, n, r) for n in self.sample_sizes for r in range(self.replications)
+                for f in self.fitted]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        d["fitted"] = list(self.fitted)
+        d["sample_sizes"] = list(self.sample_sizes)
+        return d
+
+    def fingerprint(self) -> str:
+        """SHA-256 (16 hex digits) of the canonical JSON of :meth:`as_dict`."""
+        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _stable_int(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def task_seed(spec: SweepSpec, n: int, replication: int, fitted: str | None = None):
+    """The task's :class:`numpy.random.SeedSequence`.
+
+    ``fitted=None`` gives the data seed (shared by every fitted configuration of a
+    replication, so they are compared on the same data); a fitted name gives the
+    seed of that configuration's start.
+    """
+    key = (_stable_int(spec.setup), int(n), int(replication))
+    if fitted is not None:
+        key = key + (_stable_int(fitted),)
+    return np.random.SeedSequence(spec.seed, spawn_key=key)
+
+
+def _check_spec(spec):
+    def fail(field_name, msg):
+        raise ConfigError(f"config field {field_name!r}: {msg}")
+
+    if spec.setup not in SETUPS:
+        fail("setup", f"unknown setup {spec.setup!r}; known: {sorted(SETUPS)}")
+    names = [c.name for c in SETUPS[spec.setup].fitted]
+    if not spec.fitted:
+        fail("fitted", "needs at least one fitted configuration")
+    for f in spec.fitted:
+        if f not in names:
+            fail("fitted", f"{f!r} is not a fitted configuration of {spec.setup!r}; known: {names}")
+    if not spec.sample_sizes:
+        fail("sample_sizes", "is empty")
+    for n in spec.sample_sizes:
+        if not isinstance(n, (int, np.integer)) or n < 10:
+            fail("sample_sizes", f"sample sizes must be integers >= 10, got {n!r}")
+    if not isinstance(spec.replications, (int, np.integer)) or spec.replications < 1:
+        fail("replications", f"must be an integer >= 1, got {spec.replications!r}")
+    if not isinstance(spec.seed, (int, np.integer)) or spec.seed < 0:
+        fail("seed", f"must be an integer >= 0, got {spec.seed!r}")
+    if spec.design not in DESIGNS:
+        fail("design", f"must be one of {DESIGNS}, got {spec.design!r}")
+    if spec.start not in STARTS:
+        fail("start", f"must be one of {STARTS}, got {spec.start!r}")
+    if spec.solver not in ("em", "mle"):
+        fail("solver.name", f"must be 'em' or 'mle', got {spec.solver!r}")
+    if not isinstance(spec.tol, (int, float)) or not spec.tol > 0:
+        fail("solver.tol", f"must be a number > 0, got {spec.tol!r}")
+    if not isinstance(spec.max_iter, (int, np.integer)) or spec.max_iter < 1:
+        fail("solver.max_iter", f"must be an integer >= 1, got {spec.max_iter!r}")
+    if not isinstance(spec.density_sample, (int, np.integer)) or spec.density_sample < 0:
+        fail("density_sample", f"must be an integer >= 0, got {spec.density_sample!r}")
+
+
+def _sample_sizes(value, where):
+    if isinstance(value, dict):
+        unknown = set(value) - {"min", "max", "num"}
+        if unknown:
+            raise ConfigError(f"config field {where!r}: unknown key(s) {sorted(unknown)}; "
+                              "use min, max, num")
+        try:
+            lo, hi, num = float(value["min"]), float(value["max"]), int(value["num"])
+        except KeyError as exc:
+            raise ConfigError(f"config field {where!r}: missing key {exc.args[0]!r}") from None
+        except (TypeError, ValueError):
+            raise ConfigError(f"config field {where!r}: min, max and num must be numbers, "
+                              f"got {value!r}") from None
+        if not (10 <= lo <= hi) or num < 1:
+            raise ConfigError(f"config field {where!r}: need 10 <= min <= max and num >= 1, "
+                              f"got {value!r}")
+        sizes = np.unique(np.round(np.geomspace(lo, hi, num)).astype(int))
+        return tuple(int(n) for n in sizes)
+    if isinstance(value, list):
+        return tuple(value)
+    raise ConfigError(f"config field {where!r}: must be a list of integers or "
+                      f"{{min, max, num}}, got {value!r}")
+
+
+_TOP_KEYS = {"setup", "fitted", "seed", "design", "start", "density_sample", "solver",
+             "quick", "full", "description", "figure"}
+
+
+def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
+    """A :class:`SweepSpec` from a parsed config (see the module docstring)."""
+    if form not in FORMS:
+        raise ConfigError(f"form must be one of {FORMS}, got {form!r}")
+    unknown = set(config) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"config field {sorted(unknown)[0]!r}: unknown field; "
+                          f"known fields: {sorted(_TOP_KEYS)}")
+    if "setup" not in config:
+        raise ConfigError("config field 'setup': missing")
+    setup = config["setup"]
+    if setup not in SETUPS:
+        raise ConfigError(f"config field 'setup': unknown setup {setup!r}; known: {sorted(SETUPS)}")
+    solver = config.get("solver", {})
+    if not isinstance(solver, dict):
+        raise ConfigError(f"config field 'solver': must be a table, got {solver!r}")
+    bad = set(solver) - {"name", "tol", "max_iter"}
+    if bad:
+        raise ConfigError(f"config field 'solver.{sorted(bad)[0]}': unknown; use name, tol, max_iter")
+    if form not in config:
+        raise ConfigError(f"config field {form!r}: missing (the [{form}] table)")
+    table = config[form]
+    bad = set(table) - {"sample_sizes", "replications"}
+    if bad:
+        raise ConfigError(f"config field '{form}.{sorted(bad)[0]}': unknown; "
+                          "use sample_sizes, replications")
+    for key in ("sample_sizes", "replications"):
+        if key not in table:
+            raise ConfigError(f"config field '{form}.{key}': missing")
+    fitted = config.get("fitted", [c.name for c in SETUPS[setup].fitted])
+    if isinstance(fitted, str) or not isinstance(fitted, list):
+        raise ConfigError(f"config field 'fitted': must be a list of names, got {fitted!r}")
+    return SweepSpec(
+        setup=setup, fitted=tuple(fitted),
+        sample_sizes=_sample_sizes(table["sample_sizes"], f"{form}.sample_sizes"),
+        replications=table["replications"], seed=config.get("seed", 0),
+        design=config.get("design", "iid"), start=config.get("start", "near-truth"),
+        solver=solver.get("name", "em"), tol=solver.get("tol", 1e-6),
+        max_iter=solver.get("max_iter", 2000),
+        density_sample=config.get("density_sample", 1000), form=form,
+        extra={k: config[k] for k in ("description", "figure") if k in config},
+    )
+
+
+def load_spec(path, form: str = "quick") -> SweepSpec:
+    """Read a TOML config file into a :class:`SweepSpec` of the given form."""
+    path = Path(path)
+    try:
+        config = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return spec_from_config(config, form)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def spec_from_setup(setup_id: str, form: str = "quick", config_dir=None) -> SweepSpec:
+    """The spec of a setup id: its config in ``simulations/`` when there is one."""
+    config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
+    path = config_dir / f"{setup_id}.toml"
+    if path.exists():
+        return load_spec(path, form)
+    get_setup(setup_id)  # raises for an unknown id
+    raise ConfigError(f"no config for setup {setup_id!r} in {config_dir}")
+
+
+def default_config_dir() -> Path:
+    """``simulations/`` of the source tree (the configs ship with the repository)."""
+    return Path(__file__).resolve().parents[2] / "simulations"

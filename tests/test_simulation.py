@@ -1,0 +1,174 @@
+"""Sweeps: configs, seeds, the store, resume after SIGKILL, n_jobs and Dask invariance."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moestats.simulation import (ConfigError, ResultStore, SpecMismatchError, SweepSpec, Task,
+                                 load_spec, run_sweep, run_task, spec_from_config,
+                                 spec_from_setup, task_seed)
+from moestats.simulation.cli import main as cli_main
+
+#: columns that must agree bit for bit between two runs (wall time excluded)
+RESULT_COLUMNS = ["fitted", "n", "replication", "status", "loss", "losses", "errors",
+                  "log_likelihood", "n_iter", "converged", "params", "init", "assignment"]
+
+
+def small_spec(**changes):
+    base = dict(setup="softmax-over", fitted=("k3",), sample_sizes=(100, 300),
+                replications=3, seed=7, density_sample=0, max_iter=300)
+    base.update(changes)
+    return SweepSpec(**base)
+
+
+def frame(store):
+    return store.to_frame(expand=False)[RESULT_COLUMNS].sort_values(
+        ["fitted", "n", "replication"]).reset_index(drop=True)
+
+
+def test_every_shipped_config_parses():
+    for setup in ("softmax-exact", "softmax-over", "topk-exact", "topk-over", "temperature",
+                  "activation"):
+        for form in ("quick", "full"):
+            spec = spec_from_setup(setup, form)
+            assert spec.setup == setup and spec.form == form
+            assert len(spec.tasks()) == len(spec.sample_sizes) * spec.replications * len(spec.fitted)
+    full = spec_from_setup("softmax-exact", "full")
+    assert len(full.sample_sizes) == 200 and full.replications == 40
+    assert full.sample_sizes[0] == 100 and full.sample_sizes[-1] == 100000
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"setup": "softmax-exactly"}, "setup"),
+    ({"fitted": ["k7"]}, "fitted"),
+    ({"design": "sobol"}, "design"),
+    ({"start": "far"}, "start"),
+    ({"seed": -1}, "seed"),
+    ({"solver": {"name": "em", "tolerance": 1e-6}}, "solver.tolerance"),
+    ({"solver": {"tol": -1.0}}, "solver.tol"),
+    ({"quick": {"sample_sizes": {"min": 100, "max": 1000}, "replications": 3}},
+     "quick.sample_sizes"),
+    ({"quick": {"sample_sizes": [100, 200], "replications": 0}}, "replications"),
+    ({"quick": {"sample_sizes": [100, 5], "replications": 2}}, "sample_sizes"),
+    ({"quick": {"sample_sizes": [100], "reps": 2}}, "quick.reps"),
+    ({"colour": "red"}, "colour"),
+])
+def test_bad_config_field_is_named(change, field):
+    config = {"setup": "softmax-exact", "quick": {"sample_sizes": [100, 200], "replications": 2}}
+    config.update(change)
+    with pytest.raises(ConfigError, match=f"config field '{field}'"):
+        spec_from_config(config, "quick")
+
+
+def test_bad_config_file_names_the_file_and_field(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('setup = "softmax-exact"\n[quick]\nsample_sizes = [100]\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: config field 'quick.replications': missing"):
+        load_spec(path, "quick")
+    assert cli_main(["run", str(path), "--quick", "--results", str(tmp_path)]) == 2
+
+
+def test_seeds_are_per_task_and_independent_of_order():
+    spec = small_spec()
+    a = task_seed(spec, 100, 0).generate_state(4)
+    assert np.array_equal(a, task_seed(spec, 100, 0).generate_state(4))
+    assert not np.array_equal(a, task_seed(spec, 100, 1).generate_state(4))
+    assert not np.array_equal(a, task_seed(spec, 300, 0).generate_state(4))
+    assert not np.array_equal(a, task_seed(spec, 100, 0, "k3").generate_state(4))
+    t = Task("k3", 100, 1)
+    r1 = run_task(spec, t)
+    run_task(spec, Task("k3", 300, 2))
+    r2 = run_task(spec, t)
+    assert r1["status"] == "ok"
+    assert {k: r1[k] for k in RESULT_COLUMNS} == {k: r2[k] for k in RESULT_COLUMNS}
+
+
+def test_store_refuses_another_spec(tmp_path):
+    path = tmp_path / "s.sqlite"
+    run_sweep(small_spec(sample_sizes=(100,), replications=1), path, n_jobs=1, progress=False).close()
+    with pytest.raises(SpecMismatchError, match=r"fields that differ: \['replications'\]"):
+        ResultStore(path, small_spec(sample_sizes=(100,), replications=2))
+
+
+def test_failed_fit_is_stored_and_does_not_stop_the_sweep(tmp_path, monkeypatch):
+    import moestats.simulation.task as task_mod
+    real = task_mod.GaussianMoE
+
+    class Exploding(real):
+        def fit(self, X, y):
+            if len(y) == 300:
+                raise FloatingPointError("simulated numerical failure")
+            return super().fit(X, y)
+
+    monkeypatch.setattr(task_mod, "GaussianMoE", Exploding)
+    store = run_sweep(small_spec(), tmp_path / "f.sqlite", n_jobs=1, progress=False)
+    df = store.to_frame()
+    assert len(df) == 6
+    failed = df[df.status == "failed"]
+    assert sorted(failed.n.unique()) == [300] and len(failed) == 3
+    assert failed.error.str.contains("FloatingPointError: simulated numerical failure").all()
+    assert df[df.status == "ok"].loss.notna().all()
+
+
+def test_results_identical_across_n_jobs(tmp_path):
+    spec = small_spec()
+    one = frame(run_sweep(spec, tmp_path / "one.sqlite", n_jobs=1, progress=False))
+    two = frame(run_sweep(spec, tmp_path / "two.sqlite", n_jobs=2, progress=False))
+    assert len(one) == 6
+    pd.testing.assert_frame_equal(one, two)
+
+
+def test_results_identical_on_a_dask_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    spec = small_spec()
+    local = frame(run_sweep(spec, tmp_path / "local.sqlite", n_jobs=1, progress=False))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        remote = frame(run_sweep(spec, tmp_path / "dask.sqlite", scheduler=client,
+                                 progress=False))
+        by_address = frame(run_sweep(spec, tmp_path / "addr.sqlite",
+                                     scheduler=cluster.scheduler_address, progress=False))
+    pd.testing.assert_frame_equal(local, remote)
+    pd.testing.assert_frame_equal(local, by_address)
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    spec = small_spec(sample_sizes=(200, 400, 800, 1600), replications=4)
+    path = tmp_path / "killed.sqlite"
+    script = textwrap.dedent(f"""
+        from moestats.simulation import SweepSpec, run_sweep
+        spec = SweepSpec(**{spec.as_dict()!r} | {{"fitted": tuple({list(spec.fitted)!r}),
+                         "sample_sizes": tuple({list(spec.sample_sizes)!r})}})
+        run_sweep(spec, {str(path)!r}, n_jobs=1, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    rows = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if path.exists():
+            try:
+                with ResultStore(path) as s:
+                    rows = len(s)
+            except Exception:
+                rows = 0
+            if rows >= 3:
+                break
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with ResultStore(path) as s:
+        partial = len(s)
+    assert 3 <= partial < len(spec.tasks())
+    resumed = frame(run_sweep(spec, path, n_jobs=2, progress=False))
+    fresh = frame(run_sweep(spec, tmp_path / "fresh.sqlite", n_jobs=1, progress=False))
+    assert len(resumed) == len(spec.tasks())
+    pd.testing.assert_frame_equal(resumed, fresh)
