@@ -50,7 +50,13 @@ model with exactly the true density (e.g. truth weights
 :math:`(e^{\\beta^*_{01}}, 1)`, fitted :math:`(e^{\\beta^*_{01}}(1+c), c, 1)`
 gives weight term :math:`c\\,(1 + e^{\\beta^*_{01}})`). ``gauge="intercept"``
 takes the infimum over :math:`t_0` instead (fitted weights multiplied by
-:math:`s = e^{t_0} > 0`); see :func:`voronoi_loss`.
+:math:`s = e^{t_0} > 0`); see :func:`voronoi_loss`. Its infimum includes the
+limit :math:`s \to 0`, where every cell total is :math:`e^{\beta^*_{0j}}`, so a
+poor fit saturates at :math:`\sum_j e^{\beta^*_{0j}}`. ``gauge="mass"`` fixes the
+shift instead by giving the fitted measure the true total mass,
+:math:`w_i = e^{\beta_{0i}} \sum_j e^{\beta^*_{0j}} / \sum_l e^{\beta_{0l}}`:
+translation invariant, zero at the truth and in the example above, computed
+stably for any intercepts (the simulations use it).
 """
 
 from __future__ import annotations
@@ -85,7 +91,7 @@ _FULL_EXPONENT_BLOCKS = frozenset(
 )
 
 _KINDS = ("D1", "D2", "auto")
-_GAUGES = ("reference", "intercept")
+_GAUGES = ("reference", "intercept", "mass")
 
 
 # ---------------------------------------------------------------- r-bar
@@ -308,7 +314,7 @@ def voronoi_cells(fitted, true, *, include_temperature=False):
 
 
 # ---------------------------------------------------------------- losses
-def _cell_weights(fit, tru, cells, relative_weights):
+def _cell_weights(fit, tru, cells, relative_weights, gauge="reference"):
     """Atom weights, per-cell fitted weight sums and true weights.
 
     Absolute: :math:`w_i = e^{\\beta_{0i}}`, :math:`w^*_j = e^{\\beta^*_{0j}}`.
@@ -323,8 +329,12 @@ def _cell_weights(fit, tru, cells, relative_weights):
             if cell.size:
                 w[cell] = np.exp(b0[cell] - logsumexp(b0[cell]))
         w_true = np.ones(k_true)
+    elif gauge == "mass":
+        w_true = np.exp(tru["gate_intercept"])
+        w = np.exp(b0 - logsumexp(b0)) * w_true.sum()
     else:
-        w = np.exp(b0)
+        with np.errstate(over="ignore"):
+            w = np.exp(b0)
         w_true = np.exp(tru["gate_intercept"])
     sums = np.array([w[cell].sum() for cell in cells])
     return w, sums, w_true
@@ -434,12 +444,14 @@ def voronoi_loss(fitted, true, kind="auto", *, top_k=None, relative_weights=None
         ``{m: r}`` (falling back on :func:`rbar` for sizes it lacks) or a
         callable ``m -> r`` (used for every ``m >= 2``). Required when a cell
         has 4 or more atoms.
-    gauge : {"reference", "intercept"}, default="reference"
+    gauge : {"reference", "intercept", "mass"}, default="reference"
         ``"reference"``: papers.md section 4 as written (fitted and true
         :math:`\\beta_0` in the reference-expert gauge). ``"intercept"``: the
         infimum over a common intercept shift, :math:`\\inf_{s > 0} D` with
         :math:`w_i \\to s\\,w_i` (exact: the loss is convex piecewise linear
-        in :math:`s`). No effect with relative weights.
+        in :math:`s`). ``"mass"``: fitted weights rescaled to the true total
+        mass, :math:`w_i = e^{\beta_{0i}}\sum_j e^{\beta^*_{0j}}/\sum_l e^{\beta_{0l}}`.
+        No effect with relative weights.
 
     Returns
     -------
@@ -469,7 +481,7 @@ def voronoi_loss(fitted, true, kind="auto", *, top_k=None, relative_weights=None
     dist = _block_distances(_blocks(fit, mode), _blocks(tru, mode))
     assignment = _assign(dist)
     cells = _cells_from_assignment(assignment, k_true)
-    w, sums, w_true = _cell_weights(fit, tru, cells, relative_weights)
+    w, sums, w_true = _cell_weights(fit, tru, cells, relative_weights, gauge)
 
     # matched distances ||Delta_{i, j(i)}|| of every fitted atom, per block
     rows = np.arange(k)
@@ -556,9 +568,10 @@ def parameter_errors(fitted, true, *, learned_temperature=False, relative_weight
         and ``"gate_slope_over_temperature"`` errors are reported.
     relative_weights : bool, default=False
         Within-cell relative weights and :math:`w^*_j = 1` (true top-1 model).
-    gauge : {"reference", "intercept"}, default="reference"
+    gauge : {"reference", "intercept", "mass"}, default="reference"
         ``"intercept"``: the weight error is :math:`\\inf_{s>0} \\max_j |s S_j - w^*_j|`
-        (common intercept shift); no effect with relative weights.
+        (common intercept shift); ``"mass"``: weights rescaled to the true total
+        mass; no effect with relative weights.
 
     Returns
     -------
@@ -595,7 +608,7 @@ def parameter_errors(fitted, true, *, learned_temperature=False, relative_weight
             [matched[cell].max() if cell.size else np.nan for cell in cells])
         out[name] = float(np.nanmax(per_cell[name]))
 
-    _, sums, w_true = _cell_weights(fit, tru, cells, relative_weights)
+    _, sums, w_true = _cell_weights(fit, tru, cells, relative_weights, gauge)
     per_cell["weight"] = np.abs(sums - w_true)
     if gauge == "intercept" and not relative_weights:
         out["weight"] = _best_scale(np.zeros(k_true), sums, w_true,

@@ -61,7 +61,7 @@ PARAMETER_ERROR_COLUMNS = {
     "err_expert_coef": r"expert slope $a$",
     "err_expert_intercept": r"expert intercept $b$",
     "err_expert_var": r"expert variance $\nu$",
-    "err_weight": r"weight sums $\sum_{i \in A_j} e^{\beta_{0i}}$",
+    "err_weight": r"cell weight sums $\sum e^{\beta_0}$",
     "err_temperature": r"temperature $\tau$",
     "err_gate_slope_over_temperature": r"gate slope / temperature $\beta_1/\tau$",
 }
@@ -311,9 +311,11 @@ def plot_rate(results, *, column="loss", fitted=None, statistic="mean",
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}; expected one of {STATISTICS}")
     band = _check_band(band)
-    fig, ax = _new_axes(ax, (6.4, 4.8))
+    fig, ax = _new_axes(ax, (6.4, 6.0))
     rate_fits = rate_fits or {}
-    for i, (name, n, values, status_failed) in enumerate(_configs(results, column, fitted)):
+    configs = _configs(results, column, fitted)
+    n_configs = len(configs)
+    for i, (name, n, values, status_failed) in enumerate(configs):
         _draw_rate(ax, name, f"C{i}", n, values, status_failed, column=column,
                    statistic=statistic, band=band, theory_slope=theory_slope,
                    rate_fit=rate_fits.get(name), markers=("mean", "median"),
@@ -326,7 +328,10 @@ def plot_rate(results, *, column="loss", fitted=None, statistic="mean",
     ax.grid(True, which="minor", alpha=0.15)
     if title is not None:
         ax.set_title(title)
-    ax.legend(fontsize="small")
+    # Below the axes, one column per configuration: the legend (up to five
+    # entries per configuration) never hides the data.
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14),
+              ncols=min(n_configs, 3), frameon=False)
     return fig
 
 
@@ -400,7 +405,7 @@ def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
     m = len(columns)
     ncols = min(m, 3)
     nrows = -(-m // ncols)
-    fig = Figure(figsize=(4.6 * ncols, 3.7 * nrows + 0.5), layout="constrained")
+    fig = Figure(figsize=(4.8 * ncols, 5.0 * nrows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[m:]:
         ax.remove()
@@ -417,7 +422,8 @@ def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
         ax.set_ylabel(col)
         ax.grid(True, which="major", alpha=0.5)
         ax.grid(True, which="minor", alpha=0.15)
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  frameon=False)
     what = f"{100 * band[0]:g}\u2013{100 * band[1]:g}% quantile band, " if band else ""
     fig.suptitle(
         f"Voronoi-matched parameter errors: {statistic} over replications (markers), "
@@ -470,7 +476,7 @@ def plot_local_slopes(results, *, column="loss", fitted=None, window=5,
     if isinstance(window, bool) or int(window) != window or window < 2:
         raise ValueError(f"window must be an integer >= 2, got {window!r}")
     fig, ax = _new_axes(ax, (6.4, 4.8))
-    theory_drawn = {}
+    theory_lines = []
     for i, (name, n, values, status_failed) in enumerate(_configs(results, column, fitted)):
         color = f"C{i}"
         ok = np.isfinite(values) & ~status_failed
@@ -498,16 +504,13 @@ def plot_local_slopes(results, *, column="loss", fitted=None, window=5,
                 label=f"{_prefix(name)}{statistic}, window of {w} n")
         slope = _lookup(theory_slope, name)
         if slope is not None:
-            slope = float(slope)
             if isinstance(theory_slope, dict):
-                ax.axhline(slope, color=color, linestyle="--", linewidth=1.3,
-                           gid=f"theory:{key}",
-                           label=f"{_prefix(name)}theory slope {_slope_text(slope)}")
-            elif slope not in theory_drawn:
-                theory_drawn[slope] = True
-                ax.axhline(slope, color="0.2", linestyle="--", linewidth=1.3,
-                           gid=f"theory:{key}",
-                           label=f"theory slope {_slope_text(slope)}")
+                theory_lines.append((float(slope), color, f"theory:{key}", _prefix(name)))
+            elif not theory_lines:
+                theory_lines.append((float(slope), "0.2", f"theory:{key}", ""))
+    for slope, color, gid, pre in theory_lines:
+        ax.axhline(slope, color=color, linestyle="--", linewidth=1.3, gid=gid,
+                   label=f"{pre}theory slope {_slope_text(slope).replace('-', _MINUS)}")
     ax.axhline(0.0, color="0.5", linewidth=0.9, zorder=0, gid="zero")
     ax.set_xscale("log")
     ax.set_xlabel("sample size n (window centre)")
@@ -522,7 +525,7 @@ def plot_local_slopes(results, *, column="loss", fitted=None, window=5,
 def plot_rate_summary(results, *, column="loss", theory_slope=None, title=None,
                       fitted=None, statistic="mean", local_statistic="median",
                       window=5, band=(0.1, 0.9), rate_fits=None, ylabel=None,
-                      n_boot=1000, rng=0, figsize=(13.0, 5.2)):
+                      n_boot=1000, rng=0, figsize=(13.0, 5.8)):
     """Rate plot and local-slope profile side by side (one figure per setup).
 
     Left: :func:`plot_rate`; right: :func:`plot_local_slopes`.
@@ -547,7 +550,7 @@ def plot_rate_summary(results, *, column="loss", theory_slope=None, title=None,
         Window of the local slopes.
     band, rate_fits, ylabel, n_boot, rng
         As in :func:`plot_rate`.
-    figsize : (float, float), default=(13.0, 5.2)
+    figsize : (float, float), default=(13.0, 5.8)
         Figure size in inches.
 
     Returns
@@ -633,7 +636,7 @@ def plot_fit_1d(gate, params, X, y=None, *, true_gate=None, true_params=None, ax
         true_gate = gate
 
     if ax is None:
-        fig = Figure(figsize=(7.0, 6.4), layout="constrained")
+        fig = Figure(figsize=(9.5, 6.4), layout="constrained")
         ax_top, ax_bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     else:
         try:
@@ -691,11 +694,11 @@ def plot_fit_1d(gate, params, X, y=None, *, true_gate=None, true_params=None, ax
     ax_top.set_ylim(ymin - pad, ymax + pad)
     ax_top.set_ylabel("y")
     ax_top.grid(True, alpha=0.4)
-    ax_top.legend(fontsize="small")
+    ax_top.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax_bottom.set_ylim(-0.04, 1.04)
     ax_bottom.set_xlim(lo, hi)
     ax_bottom.set_xlabel("x")
     ax_bottom.set_ylabel("gate weight $w_j(x)$")
     ax_bottom.grid(True, alpha=0.4)
-    ax_bottom.legend(fontsize="small")
+    ax_bottom.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

@@ -446,3 +446,23 @@ def test_hellinger_with_switched_off_experts():
     mt = true.expert_coef[sel, 0] * X[:, 0] + true.expert_intercept[sel]
     want = np.sqrt(_h2_gauss(mf, np.sqrt(fit.expert_var[sel]), mt, np.sqrt(true.expert_var[sel])))
     np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_mass_gauge_zero_for_a_split_reference_cell_and_stable_for_huge_intercepts():
+    """Two atoms on the true reference expert with the true density: the mass gauge gives 0."""
+    from moestats.losses import voronoi_loss, parameter_errors
+    truth = MoEParams([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0], [0.09, 0.16])
+    c = 0.7
+    # fitted (e^{b01}(1 + c), c, 1): the same gate weights as the truth for every x
+    split = MoEParams([[25.0], [0.0], [0.0]], [-8.0 + np.log1p(c), np.log(c), 0.0],
+                      [[-20.0], [20.0], [20.0]], [15.0, -5.0, -5.0], [0.09, 0.16, 0.16])
+    assert voronoi_loss(split, truth, "D2", gauge="reference") > 0.5
+    assert voronoi_loss(split, truth, "D2", gauge="mass") == pytest.approx(0.0, abs=1e-12)
+    assert parameter_errors(split, truth, gauge="mass")["weight"] == pytest.approx(0.0, abs=1e-12)
+    # translation invariance: a common intercept shift changes nothing
+    shifted = {**split.as_dict(), "gate_intercept": (split.gate_intercept + 3.0).tolist()}
+    assert voronoi_loss(shifted, truth, "D2", gauge="mass") == pytest.approx(0.0, abs=1e-12)
+    # a runaway intercept (e^1162 overflows) still gives a finite loss
+    wild = split.replace(gate_intercept=[1162.0, -5.0, 0.0])
+    value = voronoi_loss(wild, truth, "D2", gauge="mass")
+    assert np.isfinite(value) and value > 0

@@ -188,7 +188,7 @@ def test_plot_local_slopes(results):
     by_gid(ax, "local:k3")
     assert list(by_gid(ax, "theory:k2").get_ydata()) == [-0.5, -0.5]
     assert list(by_gid(ax, "zero").get_ydata()) == [0, 0]
-    assert "theory slope -1/2" in legend_texts(ax)
+    assert "theory slope \u22121/2" in legend_texts(ax)
     # per-config theory, and a window larger than the grid is lowered with a warning
     with pytest.warns(UserWarning, match="window lowered"):
         ax2 = plot_local_slopes(results, window=20, theory_slope={"k2": -0.5, "k3": -0.25},

@@ -143,9 +143,10 @@ def test_results_identical_on_a_dask_cluster(tmp_path):
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     spec = small_spec(sample_sizes=(200, 400, 800, 1600), replications=4)
     path = tmp_path / "killed.sqlite"
+    fields = {k: v for k, v in spec.as_dict().items() if k != "moestats_version"}
     script = textwrap.dedent(f"""
         from moestats.simulation import SweepSpec, run_sweep
-        spec = SweepSpec(**{spec.as_dict()!r} | {{"fitted": tuple({list(spec.fitted)!r}),
+        spec = SweepSpec(**{fields!r} | {{"fitted": tuple({list(spec.fitted)!r}),
                          "sample_sizes": tuple({list(spec.sample_sizes)!r})}})
         run_sweep(spec, {str(path)!r}, n_jobs=1, progress=False)
     """)
@@ -172,3 +173,47 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     fresh = frame(run_sweep(spec, tmp_path / "fresh.sqlite", n_jobs=1, progress=False))
     assert len(resumed) == len(spec.tasks())
     pd.testing.assert_frame_equal(resumed, fresh)
+
+
+def test_cli_run_and_report_write_the_figure_and_tables(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(textwrap.dedent("""
+        setup = "softmax-exact"
+        seed = 3
+        density_sample = 0
+        [solver]
+        max_iter = 300
+        [quick]
+        sample_sizes = [100, 200, 400]
+        replications = 3
+    """))
+    assert cli_main(["run", str(config), "--quick", "--n-jobs", "1", "--results",
+                     str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "slope" in out and "mean" in out and "median" in out and "trimmed" in out
+    for name in ("softmax-exact-quick.png", "softmax-exact-quick.svg",
+                 "softmax-exact-quick-table.csv", "softmax-exact-quick-results.csv",
+                 "softmax-exact-quick-slopes.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = pd.read_csv(tmp_path / "softmax-exact-quick-table.csv")
+    assert list(table.n) == [100, 200, 400] and (table.replications == 3).all()
+    import json
+    slopes = json.loads((tmp_path / "softmax-exact-quick-slopes.json").read_text())
+    assert {r["statistic"] for r in slopes["rates"]} == {"mean", "median", "trimmed"}
+    assert slopes["spec"]["sample_sizes"] == [100, 200, 400]
+    # resume: a second run has nothing left to do and gives the same table
+    assert cli_main(["run", str(config), "--quick", "--results", str(tmp_path),
+                     "--no-progress", "--no-report"]) == 0
+    assert cli_main(["report", str(tmp_path), "--out", str(tmp_path / "again")]) == 0
+    again = pd.read_csv(tmp_path / "again" / "softmax-exact-quick-table.csv")
+    pd.testing.assert_frame_equal(table.drop(columns="mean_wall_time"),
+                                  again.drop(columns="mean_wall_time"))
+
+
+def test_cli_lists_setups(capsys):
+    assert cli_main(["setups"]) == 0
+    out = capsys.readouterr().out
+    for setup in ("softmax-exact", "softmax-over", "topk-exact", "topk-over", "temperature",
+                  "activation"):
+        assert setup in out
+    assert "theory slope -0.5" in out

@@ -69,7 +69,10 @@ def per_n_table(df: pd.DataFrame, columns=("loss",)) -> pd.DataFrame:
 
 
 def _loss_columns(df):
-    return ["loss"] + [c for c in df.columns if c.startswith("loss_")]
+    """``loss`` and every other ``loss_*`` column that is not a copy of it."""
+    main = df["loss"].astype(float)
+    return ["loss"] + [c for c in df.columns if c.startswith("loss_")
+                       and not np.allclose(df[c].astype(float), main, equal_nan=True)]
 
 
 def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=True):
@@ -111,7 +114,7 @@ def _figures(df, setup_id, spec, out_dir, name):
     fig = plot_rate_summary(df, column="loss", theory_slope=theory, title=title)
     for ext in ("png", "svg"):
         fig.savefig(out_dir / f"{name}.{ext}", dpi=130, bbox_inches="tight")
-    for extra in [c for c in df.columns if c.startswith("loss_") and c != "loss_voronoi"]:
+    for extra in _loss_columns(df)[1:]:
         fig = plot_rate_summary(df, column=extra, theory_slope=None,
                                 title=f"{setup_id}: {extra}")
         for ext in ("png", "svg"):

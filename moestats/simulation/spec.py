@@ -13,6 +13,7 @@ Config format::
     seed = 2023
     design = "iid"                 # "iid" (X ~ the setup's law) or "grid" (linspace, as in [D]'s code)
     start = "near-truth"           # or "near-truth-fixed" (start noise not shrinking with n)
+    start_noise = { gate = 0.005, expert = 0.05, var = 0.005 }   # optional: the noise scales
     density_sample = 1000          # X points for the Hellinger density error (0: not computed)
 
     [solver]
@@ -86,6 +87,10 @@ class SweepSpec:
     max_iter : int
     density_sample : int
         Size of the fixed X sample for the Hellinger density error (0: skipped).
+    start_gate_sd, start_expert_sd, start_var_sd : float
+        Start noise scales of :func:`moestats.sampling.near_truth_init` (the papers'
+        0.005, 0.05, 0.005); with ``start="near-truth-fixed"`` they are used as they
+        are at every n (no shrinking factor).
     form : str
         "quick", "full" or "custom" (a label; part of the fingerprint).
     """
@@ -101,6 +106,9 @@ class SweepSpec:
     tol: float = 1e-6
     max_iter: int = 2000
     density_sample: int = 1000
+    start_gate_sd: float = 0.005
+    start_expert_sd: float = 0.05
+    start_var_sd: float = 0.005
     form: str = "custom"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -122,14 +130,21 @@ class SweepSpec:
                 for f in self.fitted]
 
     def as_dict(self) -> dict:
+        """The spec as plain JSON data, with the moestats version that computes it."""
+        from .. import __version__
         d = asdict(self)
         d.pop("extra")
+        d["moestats_version"] = __version__
         d["fitted"] = list(self.fitted)
         d["sample_sizes"] = list(self.sample_sizes)
         return d
 
     def fingerprint(self) -> str:
-        """SHA-256 (16 hex digits) of the canonical JSON of :meth:`as_dict`."""
+        """SHA-256 (16 hex digits) of the canonical JSON of :meth:`as_dict`.
+
+        The moestats version is part of it, so a store is never resumed by code
+        that computes its results differently (bump ``__version__`` when that changes).
+        """
         blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -184,6 +199,10 @@ def _check_spec(spec):
         fail("solver.max_iter", f"must be an integer >= 1, got {spec.max_iter!r}")
     if not isinstance(spec.density_sample, (int, np.integer)) or spec.density_sample < 0:
         fail("density_sample", f"must be an integer >= 0, got {spec.density_sample!r}")
+    for key in ("gate", "expert", "var"):
+        v = getattr(spec, f"start_{key}_sd")
+        if not isinstance(v, (int, float)) or not v >= 0:
+            fail(f"start_noise.{key}", f"must be a number >= 0, got {v!r}")
 
 
 def _sample_sizes(value, where):
@@ -210,8 +229,8 @@ def _sample_sizes(value, where):
                       f"{{min, max, num}}, got {value!r}")
 
 
-_TOP_KEYS = {"setup", "fitted", "seed", "design", "start", "density_sample", "solver",
-             "quick", "full", "description", "figure"}
+_TOP_KEYS = {"setup", "fitted", "seed", "design", "start", "start_noise", "density_sample",
+             "solver", "quick", "full", "description", "figure"}
 
 
 def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
@@ -243,6 +262,13 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
     for key in ("sample_sizes", "replications"):
         if key not in table:
             raise ConfigError(f"config field '{form}.{key}': missing")
+    noise = config.get("start_noise", {})
+    if not isinstance(noise, dict):
+        raise ConfigError(f"config field 'start_noise': must be a table, got {noise!r}")
+    bad = set(noise) - {"gate", "expert", "var"}
+    if bad:
+        raise ConfigError(f"config field 'start_noise.{sorted(bad)[0]}': unknown; "
+                          "use gate, expert, var")
     fitted = config.get("fitted", [c.name for c in SETUPS[setup].fitted])
     if isinstance(fitted, str) or not isinstance(fitted, list):
         raise ConfigError(f"config field 'fitted': must be a list of names, got {fitted!r}")
@@ -254,6 +280,8 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
         solver=solver.get("name", "em"), tol=solver.get("tol", 1e-6),
         max_iter=solver.get("max_iter", 2000),
         density_sample=config.get("density_sample", 1000), form=form,
+        start_gate_sd=noise.get("gate", 0.005), start_expert_sd=noise.get("expert", 0.05),
+        start_var_sd=noise.get("var", 0.005),
         extra={k: config[k] for k in ("description", "figure") if k in config},
     )
 

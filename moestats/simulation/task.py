@@ -16,11 +16,9 @@ from .spec import SweepSpec, Task, task_seed
 
 __all__ = ["run_task", "simulate_data", "LOSS_GAUGE"]
 
-#: losses are computed modulo a common shift of the fitted intercepts (the density
+#: losses fix the common intercept shift by giving the fitted measure the true total mass (the density
 #: is invariant to it; see moestats.losses, ``gauge``)
-LOSS_GAUGE = "intercept"
-#: start noise for "near-truth-fixed" starts: the sizes of the papers' scheme at n = 1000
-_FIXED_START_N = 1000
+LOSS_GAUGE = "mass"
 
 
 def simulate_data(spec: SweepSpec, n: int, replication: int):
@@ -82,11 +80,15 @@ def run_task(spec: SweepSpec, task: Task, X_density=None) -> dict:
         truth = spec.setup_obj.truth
         X, y = simulate_data(spec, task.n, task.replication)
         rng = np.random.default_rng(task_seed(spec, task.n, task.replication, task.fitted))
-        n_noise = _FIXED_START_N if spec.start == "near-truth-fixed" else task.n
+        shrink = spec.start != "near-truth-fixed"
         init, assignment = near_truth_init(
-            truth.params, config.n_experts, n_noise, rng,
+            truth.params, config.n_experts, task.n, rng,
             fit_intercept=config.gate.fits_intercept,
-            perturb_temperature=config.gate.learns_temperature)
+            perturb_temperature=config.gate.learns_temperature,
+            gate_sd=spec.start_gate_sd, expert_sd=spec.start_expert_sd,
+            var_sd=spec.start_var_sd,
+            gate_exponent=-0.083 * shrink, expert_exponent=-0.083 * shrink,
+            var_exponent=-0.25 * shrink)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est = GaussianMoE(config.n_experts, gate=config.gate, solver=spec.solver,
