@@ -6,7 +6,7 @@ import os
 from contextlib import nullcontext
 
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .spec import SweepSpec
 from .store import ResultStore
