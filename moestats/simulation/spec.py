@@ -233,6 +233,18 @@ _TOP_KEYS = {"setup", "fitted", "seed", "design", "start", "start_noise", "densi
              "solver", "quick", "full", "description", "figure"}
 
 
+def _table(config, name, allowed):
+    """The sub-table ``config[name]`` ({} if absent), checked for unknown keys."""
+    table = config.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config field {name!r}: must be a table, got {table!r}")
+    bad = set(table) - allowed
+    if bad:
+        raise ConfigError(f"config field '{name}.{sorted(bad)[0]}': unknown; "
+                          f"use {', '.join(sorted(allowed))}")
+    return table
+
+
 def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
     """A :class:`SweepSpec` from a parsed config (see the module docstring)."""
     if form not in FORMS:
@@ -246,29 +258,14 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
     setup = config["setup"]
     if setup not in SETUPS:
         raise ConfigError(f"config field 'setup': unknown setup {setup!r}; known: {sorted(SETUPS)}")
-    solver = config.get("solver", {})
-    if not isinstance(solver, dict):
-        raise ConfigError(f"config field 'solver': must be a table, got {solver!r}")
-    bad = set(solver) - {"name", "tol", "max_iter"}
-    if bad:
-        raise ConfigError(f"config field 'solver.{sorted(bad)[0]}': unknown; use name, tol, max_iter")
+    solver = _table(config, "solver", {"name", "tol", "max_iter"})
     if form not in config:
         raise ConfigError(f"config field {form!r}: missing (the [{form}] table)")
-    table = config[form]
-    bad = set(table) - {"sample_sizes", "replications"}
-    if bad:
-        raise ConfigError(f"config field '{form}.{sorted(bad)[0]}': unknown; "
-                          "use sample_sizes, replications")
+    table = _table(config, form, {"sample_sizes", "replications"})
     for key in ("sample_sizes", "replications"):
         if key not in table:
             raise ConfigError(f"config field '{form}.{key}': missing")
-    noise = config.get("start_noise", {})
-    if not isinstance(noise, dict):
-        raise ConfigError(f"config field 'start_noise': must be a table, got {noise!r}")
-    bad = set(noise) - {"gate", "expert", "var"}
-    if bad:
-        raise ConfigError(f"config field 'start_noise.{sorted(bad)[0]}': unknown; "
-                          "use gate, expert, var")
+    noise = _table(config, "start_noise", {"gate", "expert", "var"})
     fitted = config.get("fitted", [c.name for c in SETUPS[setup].fitted])
     if isinstance(fitted, str) or not isinstance(fitted, list):
         raise ConfigError(f"config field 'fitted': must be a list of names, got {fitted!r}")
