@@ -184,3 +184,22 @@ def test_top_k_mask_equals_a_stable_sort(rng):
         expected = np.zeros(scores.shape, dtype=bool)
         np.put_along_axis(expected, top, True, axis=1)
         np.testing.assert_array_equal(top_k_mask(scores, K), expected)
+
+
+def test_softmax_hessian_matches_finite_differences_of_the_gradient(rng):
+    from moestats.gates import softmax_q_hessian
+    gate = SoftmaxGate()
+    p = params_for(gate, 4, 3, rng)
+    X = rng.normal(size=(200, 3))
+    resp = rng.dirichlet(np.ones(4), size=200) * rng.uniform(0.5, 1.5, size=(200, 1))
+
+    def grad(theta):
+        return gate.pack_gradient(gate.objective_and_gradient(gate.unpack(theta, p), X, resp)[1])
+
+    theta = gate.pack(p)
+    h = 1e-5
+    numeric = np.array([(grad(theta + h * e) - grad(theta - h * e)) / (2 * h)
+                        for e in np.eye(theta.size)])
+    analytic = softmax_q_hessian(X, gate.weights(p, X), resp.sum(axis=1))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-6)
+    assert np.all(np.linalg.eigvalsh(analytic) <= 1e-10)  # Q is concave

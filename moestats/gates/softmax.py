@@ -52,11 +52,16 @@ def softmax_q_hessian(X, weights, row_mass):
     w = weights[:, :-1]
     k1 = w.shape[1]
     Xt = np.hstack([X, np.ones((n, 1))])
-    A = -(np.einsum("ij,jl->ijl", w, np.eye(k1)) - w[:, :, None] * w[:, None, :])
-    A *= row_mass[:, None, None]
-    H = np.einsum("ijl,ip,iq->jplq", A, Xt, Xt, optimize=True)  # (k1, d+1, k1, d+1)
+    # block (j, l) = -sum_i m_i (w_ij delta_jl - w_ij w_il) xt_i xt_i^T: one weighted
+    # Gram matrix per pair j <= l (BLAS), the lower blocks by symmetry
+    blocks = np.empty((k1, k1, d + 1, d + 1))
+    for j in range(k1):
+        for l in range(j, k1):
+            c = -row_mass * w[:, j] * ((1.0 if j == l else 0.0) - w[:, l])
+            blocks[j, l] = (Xt * c[:, None]).T @ Xt
+            blocks[l, j] = blocks[j, l]
+    H = blocks.transpose(0, 2, 1, 3).reshape(k1 * (d + 1), k1 * (d + 1))
     # reorder to pack order: slopes (j, p<d) first, then intercepts (j, p=d)
     order = [j * (d + 1) + p for j in range(k1) for p in range(d)] + [
         j * (d + 1) + d for j in range(k1)]
-    H = H.reshape(k1 * (d + 1), k1 * (d + 1))
     return H[np.ix_(order, order)]

@@ -84,6 +84,12 @@ def _cmd_report(args):
     for path in stores:
         print(f"== {path}")
         _print_rates(export_report(path, args.out))
+    if args.markdown:
+        from .report import results_markdown
+        out = Path(args.out) if args.out else (target if target.is_dir() else target.parent)
+        table = results_markdown(sorted(out.glob("*-slopes.json")))
+        Path(args.markdown).write_text(table)
+        print(table)
     return 0
 
 
@@ -104,6 +110,8 @@ def build_parser():
     rep = sub.add_parser("report", help="rate table and figures of stored results")
     rep.add_argument("results", help="a .sqlite store or a directory of them")
     rep.add_argument("--out", default=None, help="output directory (default: beside the store)")
+    rep.add_argument("--markdown", default=None,
+                     help="also write a markdown table of all slopes in the output directory")
     return p
 
 

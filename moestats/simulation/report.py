@@ -12,7 +12,7 @@ from ..rates import fit_rate
 from ..setups import get_setup
 from .store import ResultStore
 
-__all__ = ["rate_table", "per_n_table", "export_report"]
+__all__ = ["rate_table", "per_n_table", "export_report", "results_markdown"]
 
 STATISTICS = ("mean", "median", "trimmed")
 
@@ -29,8 +29,9 @@ def rate_table(df: pd.DataFrame, setup_id: str, *, columns=("loss",), n_boot=100
     for fitted, part in df.groupby("fitted", sort=True):
         failed = (part["status"] != "ok").to_numpy()
         for column in columns:
-            if column not in part:
-                continue
+            if column not in part or (column != "loss" and np.allclose(
+                    part[column].astype(float), part["loss"].astype(float), equal_nan=True)):
+                continue  # absent, or this configuration's main loss again
             losses = part[column].astype(float).to_numpy()
             for stat in STATISTICS:
                 try:
@@ -123,3 +124,41 @@ def _figures(df, setup_id, spec, out_dir, name):
         fig = plot_parameter_errors(df)
         for ext in ("png", "svg"):
             fig.savefig(out_dir / f"{name}-parameters.{ext}", dpi=130, bbox_inches="tight")
+
+
+def _fmt_slope(rec):
+    if rec is None or rec.get("slope") is None:
+        return "n/a"
+    return f"{rec['slope']:+.2f} [{rec['ci_low']:+.2f}, {rec['ci_high']:+.2f}]"
+
+
+def results_markdown(slopes_files) -> str:
+    """A markdown table of measured against theory slopes from ``*-slopes.json`` files.
+
+    One row per (setup, form, fitted configuration, loss column): the loss, the theory
+    slope, the slope of the mean and of the median with their 95% intervals, and the
+    failed and unconverged fit counts.
+    """
+    lines = ["| setup | form | fitted | loss | theory slope | slope of mean [95% CI] | "
+             "slope of median [95% CI] | failed / not converged |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in slopes_files:
+        data = json.loads(Path(path).read_text())
+        spec = data["spec"]
+        setup = get_setup(spec["setup"])
+        configs = {c.name: c for c in setup.fitted}
+        by_key = {}
+        for rec in data["rates"]:
+            by_key.setdefault((rec["fitted"], rec["column"]), {})[rec["statistic"]] = rec
+        for (fitted, column), recs in by_key.items():
+            cfg = configs[fitted]
+            loss = cfg.loss if column == "loss" else column.removeprefix("loss_")
+            theory = cfg.theory_slope if column == "loss" else None
+            theory_txt = ("no polynomial rate" if cfg.theory_slope is None and column == "loss"
+                          else "—" if theory is None else f"{theory:+.2f}")
+            mean = recs.get("mean")
+            counts = (f"{mean.get('n_failed', 0)} / {mean.get('n_not_converged', 0)}"
+                      if mean else "")
+            lines.append(f"| {spec['setup']} | {spec['form']} | {fitted} | {loss} | {theory_txt} | "
+                         f"{_fmt_slope(mean)} | {_fmt_slope(recs.get('median'))} | {counts} |")
+    return "\n".join(lines) + "\n"
