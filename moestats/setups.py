@@ -26,6 +26,14 @@ class FittedConfig:
     loss: str
     theory_slope: float | None
     note: str = ""
+    #: theory slopes of the secondary loss columns (e.g. ``{"loss_voronoi_ratio": -0.5}``)
+    other_theory: dict = field(default_factory=dict)
+
+    def theory_for(self, column: str):
+        """The theory slope of a result column (``"loss"`` or ``"loss_<name>"``)."""
+        if column == "loss":
+            return self.theory_slope
+        return {"loss_density": -0.5, **self.other_theory}.get(column)
 
 
 @dataclass(frozen=True)
@@ -83,14 +91,15 @@ def _build():
               TrueModel(_temperature_params(), TemperatureGate(0.5), sym),
               (FittedConfig("k2-learned-tau", 2, TemperatureGate(1.0, learn_temperature=True),
                             "D1-temperature", None,
-                            "(beta_1, tau) not identifiable; beta_1/tau at -1/2"),),
+                            "(beta_1, tau) not identifiable; beta_1/tau at -1/2",
+                            {"loss_voronoi_ratio": -0.5}),),
               "temperature gate with learned tau, identity activation"),
         Setup("activation", "S",
               TrueModel(_temperature_params(), ActivationGate("tanh", 0.5), sym),
               (FittedConfig("k2-tanh", 2, ActivationGate("tanh", 1.0, learn_temperature=True),
-                            "D1-temperature", -0.5),
+                            "D1-temperature", -0.5, other_theory={"loss_voronoi_ratio": -0.5}),
                FittedConfig("k3-tanh", 3, ActivationGate("tanh", 1.0, learn_temperature=True),
-                            "D2-temperature", -0.5)),
+                            "D2-temperature", -0.5, other_theory={"loss_voronoi_ratio": -0.5})),
               "activation (tanh) gate with learned tau"),
     ]
     return {s.id: s for s in setups}

@@ -17,9 +17,9 @@ __all__ = ["rate_table", "per_n_table", "export_report", "results_markdown"]
 STATISTICS = ("mean", "median", "trimmed")
 
 
-def _theory(setup_id, fitted):
+def _theory(setup_id, fitted, column="loss"):
     cfg = {c.name: c for c in get_setup(setup_id).fitted}.get(fitted)
-    return None if cfg is None else cfg.theory_slope
+    return None if cfg is None else cfg.theory_for(column)
 
 
 def rate_table(df: pd.DataFrame, setup_id: str, *, columns=("loss",), n_boot=1000,
@@ -44,7 +44,7 @@ def rate_table(df: pd.DataFrame, setup_id: str, *, columns=("loss",), n_boot=100
                 rows.append(dict(
                     fitted=fitted, column=column, statistic=stat, slope=fit.slope,
                     ci_low=fit.ci_low, ci_high=fit.ci_high, ci_level=fit.ci_level,
-                    intercept=fit.intercept, theory_slope=_theory(setup_id, fitted),
+                    intercept=fit.intercept, theory_slope=_theory(setup_id, fitted, column),
                     n_sizes=len(fit.n_values), n_failed=fit.n_failed,
                     n_not_converged=int((part["converged"] == False).sum()),  # noqa: E712
                 ))
@@ -116,7 +116,8 @@ def _figures(df, setup_id, spec, out_dir, name):
     for ext in ("png", "svg"):
         fig.savefig(out_dir / f"{name}.{ext}", dpi=130, bbox_inches="tight")
     for extra in _loss_columns(df)[1:]:
-        fig = plot_rate_summary(df, column=extra, theory_slope=None,
+        fig = plot_rate_summary(df, column=extra,
+                                theory_slope={c.name: c.theory_for(extra) for c in setup.fitted},
                                 title=f"{setup_id}: {extra}")
         for ext in ("png", "svg"):
             fig.savefig(out_dir / f"{name}-{extra}.{ext}", dpi=130, bbox_inches="tight")
@@ -153,7 +154,7 @@ def results_markdown(slopes_files) -> str:
         for (fitted, column), recs in by_key.items():
             cfg = configs[fitted]
             loss = cfg.loss if column == "loss" else column.removeprefix("loss_")
-            theory = cfg.theory_slope if column == "loss" else None
+            theory = cfg.theory_for(column)
             theory_txt = ("no polynomial rate" if cfg.theory_slope is None and column == "loss"
                           else "—" if theory is None else f"{theory:+.2f}")
             mean = recs.get("mean")
