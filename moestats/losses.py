@@ -52,9 +52,9 @@ gives weight term :math:`c\\,(1 + e^{\\beta^*_{01}})`). ``gauge="intercept"``
 takes the infimum over :math:`t_0` instead (fitted weights multiplied by
 :math:`s = e^{t_0} > 0`); see :func:`voronoi_loss`. Its infimum includes the
 limit :math:`s \to 0`, where every cell total is :math:`e^{\beta^*_{0j}}`, so a
-poor fit saturates at :math:`\sum_j e^{\beta^*_{0j}}`. ``gauge="mass"`` fixes the
+poor fit saturates at :math:`\\sum_j e^{\\beta^*_{0j}}`. ``gauge="mass"`` fixes the
 shift instead by giving the fitted measure the true total mass,
-:math:`w_i = e^{\beta_{0i}} \sum_j e^{\beta^*_{0j}} / \sum_l e^{\beta_{0l}}`:
+:math:`w_i = e^{\\beta_{0i}} \\sum_j e^{\\beta^*_{0j}} / \\sum_l e^{\\beta_{0l}}`:
 translation invariant, zero at the truth and in the example above, computed
 stably for any intercepts (the simulations use it).
 """
@@ -450,7 +450,7 @@ def voronoi_loss(fitted, true, kind="auto", *, top_k=None, relative_weights=None
         infimum over a common intercept shift, :math:`\\inf_{s > 0} D` with
         :math:`w_i \\to s\\,w_i` (exact: the loss is convex piecewise linear
         in :math:`s`). ``"mass"``: fitted weights rescaled to the true total
-        mass, :math:`w_i = e^{\beta_{0i}}\sum_j e^{\beta^*_{0j}}/\sum_l e^{\beta_{0l}}`.
+        mass, :math:`w_i = e^{\\beta_{0i}}\\sum_j e^{\\beta^*_{0j}}/\\sum_l e^{\\beta_{0l}}`.
         No effect with relative weights.
 
     Returns

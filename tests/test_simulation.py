@@ -97,17 +97,16 @@ def test_store_refuses_another_spec(tmp_path):
         ResultStore(path, small_spec(sample_sizes=(100,), replications=2))
 
 
-def test_failed_fit_is_stored_and_does_not_stop_the_sweep(tmp_path, monkeypatch):
+def test_failed_batch_is_stored_and_does_not_stop_the_sweep(tmp_path, monkeypatch):
     import moestats.simulation.task as task_mod
-    real = task_mod.GaussianMoE
+    real = task_mod.fit_em_batched
 
-    class Exploding(real):
-        def fit(self, X, y):
-            if len(y) == 300:
-                raise FloatingPointError("simulated numerical failure")
-            return super().fit(X, y)
+    def exploding(gate, X, y, init, **kwargs):
+        if X.shape[1] == 300:
+            raise FloatingPointError("simulated numerical failure")
+        return real(gate, X, y, init, **kwargs)
 
-    monkeypatch.setattr(task_mod, "GaussianMoE", Exploding)
+    monkeypatch.setattr(task_mod, "fit_em_batched", exploding)
     store = run_sweep(small_spec(), tmp_path / "f.sqlite", n_jobs=1, progress=False)
     df = store.to_frame()
     assert len(df) == 6
@@ -117,12 +116,61 @@ def test_failed_fit_is_stored_and_does_not_stop_the_sweep(tmp_path, monkeypatch)
     assert df[df.status == "ok"].loss.notna().all()
 
 
-def test_results_identical_across_n_jobs(tmp_path):
-    spec = small_spec()
+def test_failed_replication_fails_alone_in_its_batch(tmp_path, monkeypatch):
+    import moestats.simulation.task as task_mod
+    real = task_mod.fit_em_batched
+
+    def one_fails(gate, X, y, init, **kwargs):
+        traces = real(gate, X, y, init, **kwargs)
+        traces[1].events["error"] = "LinAlgError: simulated singular system"
+        return traces
+
+    monkeypatch.setattr(task_mod, "fit_em_batched", one_fails)
+    df = run_sweep(small_spec(), tmp_path / "f.sqlite", n_jobs=1, progress=False).to_frame()
+    failed = df[df.status == "failed"]
+    assert list(failed.replication) == [1, 1] and sorted(failed.n) == [100, 300]
+    assert failed.error.str.contains("simulated singular system").all()
+    assert (df[df.status == "ok"].replication != 1).all()
+
+
+def test_batched_sweep_matches_task_by_task_fits():
+    """The batched path fits the same problems as GaussianMoE task by task."""
+    from moestats.simulation import run_batch
+    spec = small_spec(backend="numpy")
+    batch = [Task("k3", 300, r) for r in range(3)]
+    batched = run_batch(spec, batch)
+    for task, row in zip(batch, batched):
+        single = run_task(spec, task)
+        assert row["status"] == single["status"] == "ok"
+        assert row["n_iter"] == single["n_iter"]
+        assert row["log_likelihood"] == pytest.approx(single["log_likelihood"], rel=1e-10)
+        assert row["init"] == single["init"]
+
+
+def test_batches_group_by_configuration_and_n_largest_first():
+    from moestats.simulation import make_batches
+    spec = small_spec(setup="topk-over", fitted=("k3-top2", "k3-top1"), replications=5)
+    batches = make_batches(spec.tasks(), batch_size=2)
+    assert [b[0].n for b in batches][:6] == [300] * 6
+    for b in batches:
+        assert len({(t.fitted, t.n) for t in b}) == 1 and len(b) <= 2
+    assert sorted((t.fitted, t.n, t.replication) for b in batches for t in b) == sorted(
+        (t.fitted, t.n, t.replication) for t in spec.tasks())
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        make_batches(spec.tasks(), batch_size=0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_results_identical_across_n_jobs_and_batch_sizes(tmp_path, backend):
+    spec = small_spec(backend=backend)
     one = frame(run_sweep(spec, tmp_path / "one.sqlite", n_jobs=1, progress=False))
-    two = frame(run_sweep(spec, tmp_path / "two.sqlite", n_jobs=2, progress=False))
-    assert len(one) == 6
+    two = frame(run_sweep(spec, tmp_path / "two.sqlite", n_jobs=2, progress=False,
+                          batch_size=2))
+    single = frame(run_sweep(spec, tmp_path / "single.sqlite", n_jobs=1, progress=False,
+                             batch_size=1))
+    assert len(one) == 6 and (one.status == "ok").all()
     pd.testing.assert_frame_equal(one, two)
+    pd.testing.assert_frame_equal(one, single)
 
 
 def test_results_identical_on_a_dask_cluster(tmp_path):
@@ -144,11 +192,21 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     spec = small_spec(sample_sizes=(200, 400, 800, 1600), replications=4)
     path = tmp_path / "killed.sqlite"
     fields = {k: v for k, v in spec.as_dict().items() if k != "moestats_version"}
+    # one replication per batch, each followed by a pause (which changes no result), so
+    # that the kill lands mid-sweep however fast the fits are
     script = textwrap.dedent(f"""
+        import time
+        import moestats.simulation.run as run_mod
         from moestats.simulation import SweepSpec, run_sweep
+        real = run_mod.run_batch
+        def slow(*args):
+            rows = real(*args)
+            time.sleep(0.3)
+            return rows
+        run_mod.run_batch = slow
         spec = SweepSpec(**{fields!r} | {{"fitted": tuple({list(spec.fitted)!r}),
                          "sample_sizes": tuple({list(spec.sample_sizes)!r})}})
-        run_sweep(spec, {str(path)!r}, n_jobs=1, progress=False)
+        run_sweep(spec, {str(path)!r}, n_jobs=1, progress=False, batch_size=1)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 120

@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+\nfrom .run import DEFAULT_BATCH_SIZE
 
 __all__ = ["main"]
 
@@ -63,7 +64,7 @@ def _cmd_run(args):
           f"-> {store_path}", file=sys.stderr)
     t0 = time.perf_counter()
     store = run_sweep(spec, store_path, n_jobs=args.n_jobs, scheduler=args.scheduler,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, batch_size=args.batch_size)
     store.close()
     print(f"moestats: sweep done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if not args.no_report:
@@ -104,6 +105,9 @@ def build_parser():
     form.add_argument("--full", action="store_true", help="the full form (the paper's grid)")
     r.add_argument("--n-jobs", type=int, default=None, help="local processes (default: all cores)")
     r.add_argument("--scheduler", default=None, help="a Dask scheduler address")
+    r.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="replications of one n fitted together by batched EM "
+                        f"(default {DEFAULT_BATCH_SIZE}; changes no result)")
     r.add_argument("--results", default="results", help="directory for the store and the report")
     r.add_argument("--no-report", action="store_true", help="only run, do not write the report")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")

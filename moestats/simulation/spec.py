@@ -20,6 +20,7 @@ Config format::
     name = "em"                    # or "mle"
     tol = 1e-6
     max_iter = 2000
+    backend = "numba"              # EM kernels: "numba" (default), "numpy" or "cupy"
 
     [quick]
     sample_sizes = { min = 100, max = 10000, num = 8 }   # log-spaced, rounded; or a list
@@ -50,6 +51,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 __all__ = ["SweepSpec", "Task", "ConfigError", "load_spec", "spec_from_setup", "task_seed"]
 
 STARTS = ("near-truth", "near-truth-fixed")
+BACKENDS = ("numba", "numpy", "cupy")
 DESIGNS = ("iid", "grid")
 FORMS = ("quick", "full")
 
@@ -85,6 +87,12 @@ class SweepSpec:
     solver : str
     tol : float
     max_iter : int
+    backend : {"numba", "numpy", "cupy"}
+        Kernels of the batched EM (:func:`moestats.solvers.fit_em_batched`) that fits
+        the replications of one (configuration, n) together. Backends agree to about
+        1e-12, not bit for bit, so the backend is part of the fingerprint; how many
+        replications go into one batch is not (it does not change any result).
+        ``solver = "mle"`` fits task by task with :class:`~moestats.GaussianMoE`.
     density_sample : int
         Size of the fixed X sample for the Hellinger density error (0: skipped).
     start_gate_sd, start_expert_sd, start_var_sd : float
@@ -105,6 +113,7 @@ class SweepSpec:
     solver: str = "em"
     tol: float = 1e-6
     max_iter: int = 2000
+    backend: str = "numba"
     density_sample: int = 1000
     start_gate_sd: float = 0.005
     start_expert_sd: float = 0.05
@@ -193,6 +202,8 @@ def _check_spec(spec):
         fail("start", f"must be one of {STARTS}, got {spec.start!r}")
     if spec.solver not in ("em", "mle"):
         fail("solver.name", f"must be 'em' or 'mle', got {spec.solver!r}")
+    if spec.backend not in BACKENDS:
+        fail("solver.backend", f"must be one of {BACKENDS}, got {spec.backend!r}")
     if not isinstance(spec.tol, (int, float)) or not spec.tol > 0:
         fail("solver.tol", f"must be a number > 0, got {spec.tol!r}")
     if not isinstance(spec.max_iter, (int, np.integer)) or spec.max_iter < 1:
@@ -258,7 +269,7 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
     setup = config["setup"]
     if setup not in SETUPS:
         raise ConfigError(f"config field 'setup': unknown setup {setup!r}; known: {sorted(SETUPS)}")
-    solver = _table(config, "solver", {"name", "tol", "max_iter"})
+    solver = _table(config, "solver", {"name", "tol", "max_iter", "backend"})
     if form not in config:
         raise ConfigError(f"config field {form!r}: missing (the [{form}] table)")
     table = _table(config, form, {"sample_sizes", "replications"})
@@ -275,7 +286,7 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
         replications=table["replications"], seed=config.get("seed", 0),
         design=config.get("design", "iid"), start=config.get("start", "near-truth"),
         solver=solver.get("name", "em"), tol=solver.get("tol", 1e-6),
-        max_iter=solver.get("max_iter", 2000),
+        max_iter=solver.get("max_iter", 2000), backend=solver.get("backend", "numba"),
         density_sample=config.get("density_sample", 1000), form=form,
         start_gate_sd=noise.get("gate", 0.005), start_expert_sd=noise.get("expert", 0.05),
         start_var_sd=noise.get("var", 0.005),

@@ -99,11 +99,15 @@ class ResultStore:
 
     def add(self, row: dict):
         """Store one result row and commit it."""
-        values = [row.get(c) for c in COLUMNS]
+        self.add_many([row])
+
+    def add_many(self, rows):
+        """Store result rows and commit them in one transaction."""
         with self._con:
-            self._con.execute(
+            self._con.executemany(
                 f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(COLUMNS))})", values)
+                f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                [[row.get(c) for c in COLUMNS] for row in rows])
 
     def __len__(self):
         return self._con.execute("SELECT COUNT(*) FROM results").fetchone()[0]

@@ -1,4 +1,8 @@
-"""One task of a sweep: simulate, fit from the papers' start, measure the losses."""
+"""Tasks of a sweep: simulate, fit from the papers' start, measure the losses.
+
+One task at a time (:func:`run_task`, through :class:`~moestats.GaussianMoE`) or
+the replications of one (configuration, n) at once (:func:`run_batch`, batched EM).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ import numpy as np
 from ..estimator import GaussianMoE
 from ..losses import density_error, parameter_errors, voronoi_loss
 from ..sampling import GridDesign, near_truth_init, sample_conditional
+from ..solvers import fit_em_batched
 from .spec import SweepSpec, Task, task_seed
 
-__all__ = ["run_task", "simulate_data", "LOSS_GAUGE"]
+__all__ = ["run_task", "run_batch", "prepare_task", "simulate_data", "LOSS_GAUGE"]
 
 #: losses fix the common intercept shift by giving the fitted measure the true total mass (the density
 #: is invariant to it; see moestats.losses, ``gauge``)
@@ -60,52 +65,145 @@ def _losses(config, truth, fitted_params, fitted_gate, X_density):
     return main, out, errors
 
 
-def run_task(spec: SweepSpec, task: Task, X_density=None) -> dict:
-    """Run one task and return its result row (never raises for a failed fit).
+def _empty_row(task) -> dict:
+    return {"fitted": task.fitted, "n": int(task.n), "replication": int(task.replication),
+            "status": "failed", "error": None, "loss": None, "losses": None, "errors": None,
+            "log_likelihood": None, "n_iter": None, "converged": None, "wall_time": None,
+            "params": None, "init": None, "assignment": None}
 
-    The row holds: the task key, ``status`` ("ok"/"failed"), ``error`` (the
-    exception text of a failed fit), ``loss`` (the configuration's main loss),
-    ``losses`` and ``errors`` (JSON: every loss and per-parameter error),
-    ``log_likelihood``, ``n_iter``, ``converged``, ``wall_time`` (seconds),
-    ``params`` and ``init`` (JSON :class:`MoEParams`) and the start's cell
-    ``assignment``.
+
+def _error_text(exc) -> str:
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+
+
+def prepare_task(spec: SweepSpec, task: Task):
+    """The task's data, fitted configuration, validated gate and start.
+
+    Returns ``(config, gate, X, y, init, assignment, var_floor)``: the data of the
+    replication (:func:`simulate_data`), the papers' near-truth start drawn from the
+    task's own seed, and the variance floor that :class:`~moestats.GaussianMoE`
+    would use (``1e-6 var(y)``), so the batched and the per-task paths fit the same
+    problem.
     """
-    row = {"fitted": task.fitted, "n": int(task.n), "replication": int(task.replication),
-           "status": "failed", "error": None, "loss": None, "losses": None, "errors": None,
-           "log_likelihood": None, "n_iter": None, "converged": None, "wall_time": None,
-           "params": None, "init": None, "assignment": None}
+    config = next(c for c in spec.fitted_configs() if c.name == task.fitted)
+    truth = spec.setup_obj.truth
+    X, y = simulate_data(spec, task.n, task.replication)
+    rng = np.random.default_rng(task_seed(spec, task.n, task.replication, task.fitted))
+    shrink = spec.start != "near-truth-fixed"
+    init, assignment = near_truth_init(
+        truth.params, config.n_experts, task.n, rng,
+        fit_intercept=config.gate.fits_intercept,
+        perturb_temperature=config.gate.learns_temperature,
+        gate_sd=spec.start_gate_sd, expert_sd=spec.start_expert_sd,
+        var_sd=spec.start_var_sd,
+        gate_exponent=-0.083 * shrink, expert_exponent=-0.083 * shrink,
+        var_exponent=-0.25 * shrink)
+    est = GaussianMoE(config.n_experts, gate=config.gate, init=init)
+    gate = est._check_hyperparameters()
+    init = est._check_init_params(init, X.shape[1], gate)
+    var_y = float(np.var(y))
+    var_floor = 1e-6 * var_y if var_y > 0 else 1e-12
+    return config, gate, X, y, init, assignment, var_floor
+
+
+def _finish_row(row, spec, config, fitted_params, fitted_gate, init, assignment, X_density,
+                log_likelihood, n_iter, converged):
+    """Fill ``row`` with the losses and the fit's summary (``status="ok"``)."""
+    if X_density is None and spec.density_sample > 0:
+        X_density = density_sample(spec)
+    main, losses, errors = _losses(config, spec.setup_obj.truth, fitted_params, fitted_gate,
+                                   X_density)
+    row.update(
+        status="ok", loss=float(main), losses=json.dumps(_jsonable(losses)),
+        errors=json.dumps(_jsonable(errors)), log_likelihood=float(log_likelihood),
+        n_iter=int(n_iter), converged=bool(converged),
+        params=json.dumps(fitted_params.as_dict()), init=json.dumps(init.as_dict()),
+        assignment=json.dumps(assignment.tolist()))
+    return row
+
+
+def run_task(spec: SweepSpec, task: Task, X_density=None) -> dict:
+    """Run one task with :class:`~moestats.GaussianMoE` and return its result row.
+
+    Never raises for a failed fit. The row holds: the task key, ``status``
+    ("ok"/"failed"), ``error`` (the exception text of a failed fit), ``loss`` (the
+    configuration's main loss), ``losses`` and ``errors`` (JSON: every loss and
+    per-parameter error), ``log_likelihood``, ``n_iter``, ``converged``,
+    ``wall_time`` (seconds), ``params`` and ``init`` (JSON :class:`MoEParams`) and
+    the start's cell ``assignment``.
+    """
+    row = _empty_row(task)
     start_time = time.perf_counter()
     try:
-        config = next(c for c in spec.fitted_configs() if c.name == task.fitted)
-        truth = spec.setup_obj.truth
-        X, y = simulate_data(spec, task.n, task.replication)
-        rng = np.random.default_rng(task_seed(spec, task.n, task.replication, task.fitted))
-        shrink = spec.start != "near-truth-fixed"
-        init, assignment = near_truth_init(
-            truth.params, config.n_experts, task.n, rng,
-            fit_intercept=config.gate.fits_intercept,
-            perturb_temperature=config.gate.learns_temperature,
-            gate_sd=spec.start_gate_sd, expert_sd=spec.start_expert_sd,
-            var_sd=spec.start_var_sd,
-            gate_exponent=-0.083 * shrink, expert_exponent=-0.083 * shrink,
-            var_exponent=-0.25 * shrink)
+        config, gate, X, y, init, assignment, _ = prepare_task(spec, task)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est = GaussianMoE(config.n_experts, gate=config.gate, solver=spec.solver,
                               tol=spec.tol, max_iter=spec.max_iter, init=init).fit(X, y)
-        if X_density is None and spec.density_sample > 0:
-            X_density = density_sample(spec)
-        main, losses, errors = _losses(config, truth, est.params_, est.gate_, X_density)
-        row.update(
-            status="ok", loss=float(main), losses=json.dumps(_jsonable(losses)),
-            errors=json.dumps(_jsonable(errors)), log_likelihood=float(est.log_likelihood_),
-            n_iter=int(est.n_iter_), converged=bool(est.converged_),
-            params=json.dumps(est.params_.as_dict()), init=json.dumps(init.as_dict()),
-            assignment=json.dumps(assignment.tolist()))
+        _finish_row(row, spec, config, est.params_, est.gate_, init, assignment, X_density,
+                    est.log_likelihood_, est.n_iter_, est.converged_)
     except Exception as exc:  # a failed fit is a result, not a crash of the sweep
-        row["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        row["error"] = _error_text(exc)
     row["wall_time"] = time.perf_counter() - start_time
     return row
+
+
+def run_batch(spec: SweepSpec, tasks, X_density=None) -> list:
+    """Run tasks of one (fitted configuration, n) together by batched EM.
+
+    The replications' data and starts are those of :func:`run_task`; they are fitted
+    at once by :func:`moestats.solvers.fit_em_batched` on ``spec.backend``, each with
+    its own stopping rule, so a replication's result does not depend on which others
+    share its batch. Returns one row per task (the fields of :func:`run_task`;
+    ``wall_time`` is the task's share of the batch's fit plus its own losses). A
+    replication that fails is stored as failed with its error; the others go on.
+    With ``spec.solver == "mle"`` the tasks run one by one through :func:`run_task`.
+    """
+    tasks = list(tasks)
+    if spec.solver != "em":
+        return [run_task(spec, t, X_density) for t in tasks]
+    if len({(t.fitted, t.n) for t in tasks}) > 1:
+        raise ValueError("a batch holds tasks of one fitted configuration and one n, got "
+                         f"{sorted({(t.fitted, t.n) for t in tasks})}")
+    start_time = time.perf_counter()
+    rows = [_empty_row(t) for t in tasks]
+    prepared, ok = [], []
+    for i, task in enumerate(tasks):
+        try:
+            prepared.append(prepare_task(spec, task))
+            ok.append(i)
+        except Exception as exc:
+            rows[i]["error"] = _error_text(exc)
+    traces = []
+    if prepared:
+        gate = prepared[0][1]
+        try:
+            with np.errstate(over="ignore", under="ignore", divide="ignore"):
+                traces = fit_em_batched(
+                    gate, np.stack([p[2] for p in prepared]), np.stack([p[3] for p in prepared]),
+                    [p[4] for p in prepared], tol=spec.tol, max_iter=spec.max_iter,
+                    var_floor=np.array([p[6] for p in prepared]), backend=spec.backend,
+                    on_error="record")
+        except Exception as exc:  # the whole batch failed (e.g. a backend error)
+            for i in ok:
+                rows[i]["error"] = _error_text(exc)
+            ok = []
+    fit_share = (time.perf_counter() - start_time) / max(len(tasks), 1)
+    for i, prep, trace in zip(ok, prepared, traces):
+        own = time.perf_counter()
+        config, gate, _, _, init, assignment, _ = prep
+        try:
+            if "error" in trace.events:
+                raise FloatingPointError(trace.events["error"])
+            _finish_row(rows[i], spec, config, trace.params, gate, init, assignment, X_density,
+                        trace.log_likelihood, trace.n_iter, trace.converged)
+        except Exception as exc:
+            rows[i]["error"] = _error_text(exc)
+        rows[i]["wall_time"] = fit_share + time.perf_counter() - own
+    for row in rows:
+        if row["wall_time"] is None:
+            row["wall_time"] = fit_share
+    return rows
 
 
 def _jsonable(obj):
