@@ -14,7 +14,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
-\nfrom .run import DEFAULT_BATCH_SIZE
+
+from .run import DEFAULT_BATCH_SIZE
 
 __all__ = ["main"]
 
