@@ -433,7 +433,7 @@ def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
     return fig
 
 
-def plot_local_slopes(results, *, column="loss", fitted=None, window=5,
+def plot_local_slopes(results, *, column="loss", fitted=None, window="auto",
                       statistic="median", theory_slope=None, ax=None):
     """Local power-law slope profile of a loss against the sample size.
 
@@ -450,9 +450,12 @@ def plot_local_slopes(results, *, column="loss", fitted=None, window=5,
         Loss column.
     fitted : str or list of str, optional
         Configuration(s) to plot (all by default), one colour each.
-    window : int, default=5
-        Consecutive sample sizes per window; lowered (with a
+    window : int or "auto", default="auto"
+        Consecutive sample sizes per window; an integer is lowered (with a
         :class:`UserWarning`) for a configuration with fewer usable ``n``.
+        ``"auto"`` takes an eighth of the usable sample sizes, at least 5 (and at
+        most their number): 5 on a quick grid, 25 on the papers' 200-point grid,
+        where windows of 5 neighbouring n would mostly show replication noise.
     statistic : {"mean", "median", "trimmed"}, default="median"
         Location statistic of the losses at each ``n``.
     theory_slope : float or dict, optional
@@ -473,15 +476,16 @@ def plot_local_slopes(results, *, column="loss", fitted=None, window=5,
     """
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}; expected one of {STATISTICS}")
-    if isinstance(window, bool) or int(window) != window or window < 2:
-        raise ValueError(f"window must be an integer >= 2, got {window!r}")
+    auto = isinstance(window, str) and window == "auto"
+    if not auto and (isinstance(window, (bool, str)) or int(window) != window or window < 2):
+        raise ValueError(f"window must be 'auto' or an integer >= 2, got {window!r}")
     fig, ax = _new_axes(ax, (6.4, 4.8))
     theory_lines = []
     for i, (name, n, values, status_failed) in enumerate(_configs(results, column, fitted)):
         color = f"C{i}"
         ok = np.isfinite(values) & ~status_failed
         usable = np.unique(n[ok]).size
-        w = int(window)
+        w = min(max(5, -(-usable // 8)), usable) if auto else int(window)
         if usable < 2:
             warnings.warn(f"no local slopes for {_prefix(name)}{column}: only {usable} "
                           "sample size(s) with valid losses", UserWarning, stacklevel=2)
@@ -524,7 +528,7 @@ def plot_local_slopes(results, *, column="loss", fitted=None, window=5,
 
 def plot_rate_summary(results, *, column="loss", theory_slope=None, title=None,
                       fitted=None, statistic="mean", local_statistic="median",
-                      window=5, band=(0.1, 0.9), rate_fits=None, ylabel=None,
+                      window="auto", band=(0.1, 0.9), rate_fits=None, ylabel=None,
                       n_boot=1000, rng=0, figsize=(13.0, 5.8)):
     """Rate plot and local-slope profile side by side (one figure per setup).
 
@@ -546,8 +550,8 @@ def plot_rate_summary(results, *, column="loss", theory_slope=None, title=None,
         Statistic of the rate fit (left panel).
     local_statistic : str, default="median"
         Statistic of the local slopes (right panel).
-    window : int, default=5
-        Window of the local slopes.
+    window : int or "auto", default="auto"
+        Window of the local slopes (:func:`plot_local_slopes`).
     band, rate_fits, ylabel, n_boot, rng
         As in :func:`plot_rate`.
     figsize : (float, float), default=(13.0, 5.8)

@@ -266,3 +266,19 @@ def test_no_pyplot_in_library():
     offenders = [p for p in root.rglob("*.py") if "import matplotlib.pyplot" in p.read_text()
                  or "from matplotlib import pyplot" in p.read_text()]
     assert offenders == []
+
+
+def test_auto_window_scales_with_the_grid():
+    rng = np.random.default_rng(1)
+    n = np.repeat(np.unique(np.geomspace(100, 1e5, 200).round().astype(int)), 3)
+    results = pd.DataFrame({"fitted": "k2", "n": n, "replication": 0,
+                            "loss": n ** -0.5 * np.exp(rng.normal(0, 0.1, n.size)),
+                            "status": "ok"})
+    ax = plot_local_slopes(results).axes[0]
+    [line] = [l for l in ax.get_lines() if l.get_gid() == "local:k2"]
+    usable = np.unique(n).size
+    assert f"window of {-(-usable // 8)} n" in line.get_label()
+    assert len(line.get_xdata()) == usable - (-(-usable // 8)) + 1
+    assert np.median(line.get_ydata()) == pytest.approx(-0.5, abs=0.05)
+    with pytest.raises(ValueError, match="window must be 'auto' or an integer >= 2"):
+        plot_local_slopes(results, window="wide")
