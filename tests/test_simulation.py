@@ -275,3 +275,20 @@ def test_cli_lists_setups(capsys):
                   "activation"):
         assert setup in out
     assert "theory slope -0.5" in out
+
+
+def test_cli_reports_failures_and_fails_when_every_fit_failed(tmp_path, capsys, monkeypatch):
+    import moestats.simulation.task as task_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("backend exploded")
+
+    monkeypatch.setattr(task_mod, "fit_em_batched", broken)
+    config = tmp_path / "tiny.toml"
+    config.write_text('setup = "softmax-exact"\ndensity_sample = 0\n'
+                      '[quick]\nsample_sizes = [100, 200]\nreplications = 2\n')
+    assert cli_main(["run", str(config), "--n-jobs", "1", "--results", str(tmp_path),
+                     "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "4 of 4 fits failed" in err and "4 x RuntimeError: backend exploded" in err
+    assert "every fit failed" in err

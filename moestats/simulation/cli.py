@@ -66,8 +66,17 @@ def _cmd_run(args):
     t0 = time.perf_counter()
     store = run_sweep(spec, store_path, n_jobs=args.n_jobs, scheduler=args.scheduler,
                       progress=not args.no_progress, batch_size=args.batch_size)
+    n_failed, n_rows, errors = store.failures()
     store.close()
     print(f"moestats: sweep done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if n_failed:
+        print(f"moestats: {n_failed} of {n_rows} fits failed (stored with their errors); "
+              "most frequent:", file=sys.stderr)
+        for line, count in list(errors.items())[:3]:
+            print(f"  {count} x {line}", file=sys.stderr)
+    if n_failed == n_rows:
+        print("moestats: every fit failed; no report", file=sys.stderr)
+        return 1
     if not args.no_report:
         rates = export_report(store_path, results)
         _print_rates(rates)

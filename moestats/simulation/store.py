@@ -109,6 +109,15 @@ class ResultStore:
                 f"VALUES ({', '.join('?' * len(COLUMNS))})",
                 [[row.get(c) for c in COLUMNS] for row in rows])
 
+    def failures(self):
+        """Failed rows: ``(n_failed, n_rows, {first line of the error: count})``."""
+        n_rows = len(self)
+        errors = {}
+        for (text,) in self._con.execute("SELECT error FROM results WHERE status = 'failed'"):
+            line = (text or "unknown error").splitlines()[0]
+            errors[line] = errors.get(line, 0) + 1
+        return sum(errors.values()), n_rows, dict(sorted(errors.items(), key=lambda kv: -kv[1]))
+
     def __len__(self):
         return self._con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
