@@ -11,11 +11,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import RegressorTags, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .backends import _check_name as _check_backend_name
+from .backends import get_backend
 from .gates import Gate, make_gate
 from .likelihood import log_likelihood_samples
 from .params import MoEParams
 from .sampling import sample_conditional
 from .solvers import fit_em, fit_mle, kmeans_init, random_init
+from .solvers.batched_em import fit_em_batched
 
 __all__ = ["GaussianMoE", "NumericalRepairWarning"]
 
@@ -58,9 +61,18 @@ class GaussianMoE(BaseEstimator):
         ``MoEParams``: used as given (this is how simulations start near the truth).
     var_floor : float or "auto", default="auto"
         Lower bound on the expert variances; "auto" is ``1e-6 * var(y)``.
-    backend : {"auto", "numpy"}, default="auto"
-        Array backend of the likelihood kernels (only the NumPy reference backend
-        exists in this version; "auto" selects it).
+    backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
+        Array backend of the EM likelihood kernels (see :mod:`moestats.backends`).
+        "numpy" is the reference (:func:`moestats.solvers.fit_em`); "numba" and
+        "cupy" fit through :func:`moestats.solvers.batched_em.fit_em_batched` with
+        one replication (compiled CPU kernels, or the GPU); the results agree with
+        "numpy" to rounding, not bit for bit. "auto" is
+        :func:`moestats.backends.get_backend`: "numba" from
+        :data:`moestats.backends.NUMBA_MIN_SAMPLE_REPLICATIONS` samples on when Numba
+        imports, else "numpy" (the estimator takes NumPy input only, so never "cupy").
+        A backend asked for by name that cannot run here raises
+        :class:`moestats.backends.BackendUnavailableError` (an ``ImportError``) at
+        ``fit``. ``solver="mle"`` always uses the NumPy reference, whatever this says.
     random_state : int, RandomState or None
     warm_start : bool, default=False
         Start a new ``fit`` from the previous solution (``n_init`` then ignored).
@@ -82,6 +94,8 @@ class GaussianMoE(BaseEstimator):
     n_iter_ : int
     converged_ : bool
     n_features_in_ : int
+    backend_ : str
+        The backend the fit ran on ("numpy" for ``solver="mle"``).
     """
 
     def __init__(self, n_experts=2, *, gate="softmax", solver="em", tol=1e-6,
@@ -112,10 +126,7 @@ class GaussianMoE(BaseEstimator):
             raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
         if self.solver not in ("em", "mle"):
             raise ValueError(f"solver must be 'em' or 'mle', got {self.solver!r}")
-        if self.backend not in ("auto", "numpy"):
-            raise ValueError(
-                f"backend must be 'auto' or 'numpy' (the only backend built so far), "
-                f"got {self.backend!r}")
+        _check_backend_name(self.backend)
         if not (isinstance(self.init, MoEParams) or self.init in ("kmeans", "random")):
             raise ValueError(
                 f"init must be 'kmeans', 'random' or an MoEParams, got {self.init!r}")
@@ -185,7 +196,15 @@ class GaussianMoE(BaseEstimator):
                 for _ in range(self.n_init)
             ]
 
-        solve = fit_em if self.solver == "em" else fit_mle
+        backend = get_backend(self.backend, X, n_samples=n) if self.solver == "em" else "numpy"
+        if self.solver == "mle":
+            solve = fit_mle
+        elif backend == "numpy":
+            solve = fit_em
+        else:
+            def solve(gate, X, y, init, **kwargs):
+                return fit_em_batched(gate, X[None], y[None], [init], backend=backend,
+                                      **kwargs)[0]
         best, failures = None, []
         for i, start in enumerate(starts):
             try:
@@ -209,6 +228,7 @@ class GaussianMoE(BaseEstimator):
                 f"{self.max_iter} iterations (tol = {self.tol}); increase max_iter or tol",
                 ConvergenceWarning, stacklevel=2)
         self._set_fitted(gate, best)
+        self.backend_ = backend
         return self
 
     @staticmethod

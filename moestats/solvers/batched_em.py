@@ -22,11 +22,24 @@ What is vectorised over the replications:
 The gate steps of the other families loop over the active replications and call
 :func:`moestats.solvers.gate_step.gate_step` on 2-D slices.
 
-Backends: ``"numpy"`` uses the same NumPy operations as the sequential code, batched
-(its results are bit-identical to R calls of ``fit_em`` in the cases tested);
-``"numba"`` runs the passes over the data in :mod:`moestats.backends.numba_kernels`
-(parallel over replications and samples; results agree with the NumPy path to
-rounding, see ``tests/test_backends.py``).
+Backends (``backend=``; :func:`moestats.backends.get_backend` resolves ``"auto"``):
+
+- ``"numpy"``: per replication, exactly the NumPy operations of ``fit_em`` (only the
+  bookkeeping is batched), so its results are bit-identical to R calls of ``fit_em``
+  and one replication's result does not depend on the others in the batch;
+- ``"numba"``: the passes over the data run in :mod:`moestats.backends.numba_kernels`
+  (parallel over replications and samples, bit-identical whatever the number of
+  threads). Its kernels agree with the NumPy ones to about 1e-13 relative; the fitted
+  parameters agree with ``fit_em``'s to about 1e-9 relative (at worst 1e-8 in the
+  tested cases), which is also how far ``fit_em``'s own result moves when ``y``
+  changes by one ulp: its gate steps accept or reject steps whose gain is at the
+  rounding level of the objective. Log-likelihoods agree to about 1e-13 relative
+  (see ``tests/test_batched_em.py``);
+- ``"cupy"``: the array-API kernels of :mod:`moestats.backends.array_api` on CuPy
+  arrays on the GPU (:class:`_ArrayAPIOps`); the data stay on the device and only
+  small arrays (statistics, Hessians, log-likelihoods) come back to the host solves.
+  Any other array namespace can be passed as ``backend`` (e.g. the module
+  ``array_api_strict``) to run the same path on it; the tests do so on the CPU.
 """
 
 from __future__ import annotations
@@ -35,8 +48,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..experts import EMPTY_MASS, SINGULAR_COND
-from ..gates import ActivationGate, SoftmaxGate, TemperatureGate, TopKGate
+from ..backends.numpy_kernels import row_logsumexp
+from ..experts import EMPTY_MASS, SINGULAR_COND, weighted_statistics
+from ..gates import ActivationGate, SoftmaxGate, TemperatureGate, TopKGate, softmax_q_hessian
 from ..params import MoEParams
 from .gate_step import gate_step
 from .trace import FitTrace
@@ -119,20 +133,6 @@ def _as_batched(init, R):
 
 
 # ------------------------------------------------------------ NumPy pieces
-def _row_logsumexp(a):
-    """:func:`moestats.backends.numpy_kernels.row_logsumexp` over the last axis of any array."""
-    m = a[..., 0].copy()
-    for j in range(1, a.shape[-1]):
-        np.maximum(m, a[..., j], out=m)
-    m[~np.isfinite(m)] = 0.0
-    e = np.exp(a - m[..., None])
-    total = e[..., 0].copy()
-    for j in range(1, a.shape[-1]):
-        total += e[..., j]
-    with np.errstate(divide="ignore"):
-        return np.log(total) + m
-
-
 def _log_weights(gate, P, rows, X):
     """Gate log weights (A, n, k) of replications ``rows`` (``X`` already their data)."""
     if type(gate) not in _VECTORISED_GATES:
@@ -149,7 +149,7 @@ def _log_weights(gate, P, rows, X):
     mask = gate._support(z.reshape(A * n, k), s.reshape(A * n, k))
     if mask is not None:
         s = np.where(mask.reshape(A, n, k), s, -np.inf)
-    return s - _row_logsumexp(s)[..., None]
+    return s - row_logsumexp(s)[..., None]
 
 
 def _expert_log_density(X, y, coef, intercept, var):
@@ -161,7 +161,7 @@ def _softmax_objective(X, resp, coef, intercept):
     """Batched ``SoftmaxGate.objective_and_gradient`` (the Q form): value, packed grad, weights."""
     A, n, k = resp.shape
     s = (X @ coef.transpose(0, 2, 1)) / 1.0 + intercept[:, None, :]
-    log_w = s - _row_logsumexp(s)[..., None]
+    log_w = s - row_logsumexp(s)[..., None]
     w = np.exp(log_w)
     with np.errstate(invalid="ignore"):
         terms = np.where(resp > 0, resp * log_w, 0.0)
@@ -174,23 +174,12 @@ def _softmax_objective(X, resp, coef, intercept):
     return value, grad, w
 
 
-def _softmax_neg_hessian(X, w, row_mass):
-    """Minus :func:`moestats.gates.softmax_q_hessian`, batched (same operations)."""
-    A, n, d = X.shape
-    w = w[:, :, :-1]
-    k1 = w.shape[2]
-    Xt = np.concatenate([X, np.ones((A, n, 1))], axis=2)
-    Am = -(np.einsum("rij,jl->rijl", w, np.eye(k1)) - w[:, :, :, None] * w[:, :, None, :])
-    Am *= row_mass[:, :, None, None]
-    H = np.einsum("rijl,rip,riq->rjplq", Am, Xt, Xt, optimize=True)
-    order = [j * (d + 1) + p for j in range(k1) for p in range(d)] + [
-        j * (d + 1) + d for j in range(k1)]
-    H = H.reshape(A, k1 * (d + 1), k1 * (d + 1))
-    return -H[:, order][:, :, order]
+def _all(idx, size):
+    return idx.size == size and np.array_equal(idx, np.arange(size))
 
 
 class _Data:
-    """The replications' data, with the gathers of subsets cached."""
+    """The replications' data (NumPy), with the gathers of subsets cached."""
 
     def __init__(self, X, y):
         self.X, self.y = X, y
@@ -199,7 +188,7 @@ class _Data:
         self._val = None
 
     def take(self, rows):
-        if rows.size == self.R and np.array_equal(rows, np.arange(self.R)):
+        if _all(rows, self.R):
             return self.X, self.y
         key = rows.tobytes()
         if key != self._key:
@@ -207,20 +196,44 @@ class _Data:
         return self._val
 
 
-class _NumpyOps:
-    """The batched NumPy path (same operations as the sequential solver)."""
-
-    name = "numpy"
+class _HostOps:
+    """What the NumPy and Numba paths share: arrays are NumPy arrays on the host."""
 
     def __init__(self, X, y):
         self.data = _Data(X, y)
+
+    @staticmethod
+    def take(a, keep):
+        """``a`` (aligned with the active replications) at the boolean ``keep``."""
+        return a[keep]
+
+    @staticmethod
+    def host(a):
+        return a
+
+    @staticmethod
+    def loglik(log_p):
+        """Observed log-likelihood per replication, from the per-sample ones."""
+        return log_p.sum(axis=1)
+
+
+class _NumpyOps(_HostOps):
+    """The batched NumPy path, with the operations of the sequential solver.
+
+    The passes over the data run per replication with exactly the NumPy calls of
+    :func:`moestats.solvers.fit_em` (BLAS per weighted Gram matrix, the same
+    row log-sum-exp), so each replication's numbers are bit-identical to its
+    sequential fit and do not depend on the other replications in the batch.
+    """
+
+    name = "numpy"
 
     def e_step(self, gate, P, rows, extra=False):
         X, y = self.data.take(rows)
         log_w = _log_weights(gate, P, rows, X)
         joint = log_w + _expert_log_density(X, y, P.expert_coef[rows],
                                             P.expert_intercept[rows], P.expert_var[rows])
-        log_p = _row_logsumexp(joint)
+        log_p = row_logsumexp(joint)
         return np.exp(joint - log_p[..., None]), log_p, None
 
     def expert_log_density(self, P, rows):
@@ -230,31 +243,34 @@ class _NumpyOps:
 
     def statistics(self, resp, rows):
         X, y = self.data.take(rows)
-        Xt = np.concatenate([X, np.ones(X.shape[:2] + (1,))], axis=2)
-        mass = resp.sum(axis=1)
-        sxx = np.einsum("rij,rip,riq->rjpq", resp, Xt, Xt, optimize=True)
-        sxy = (resp * y[:, :, None]).transpose(0, 2, 1) @ Xt
-        return mass, sxx, sxy
+        out = [weighted_statistics(X[a], y[a], resp[a]) for a in range(len(rows))]
+        return tuple(np.stack(parts) for parts in zip(*out))
 
     def rss(self, resp, theta, rows):
+        # as expert_m_step: resid = y - Xt @ theta_j, then resp_j @ resid^2, per expert
         X, y = self.data.take(rows)
-        Xt = np.concatenate([X, np.ones(X.shape[:2] + (1,))], axis=2)
-        resid = (y[:, None, :, None] - Xt[:, None] @ theta[..., None])[..., 0]   # (A, k, n)
-        return (resp.transpose(0, 2, 1)[:, :, None, :] @ (resid * resid)[..., None])[..., 0, 0]
+        A, n, k = resp.shape
+        out = np.empty((A, k))
+        for a in range(A):
+            Xt = np.hstack([X[a], np.ones((n, 1))])
+            for j in range(k):
+                resid = y[a] - Xt @ theta[a, j]
+                out[a, j] = resp[a, :, j] @ (resid * resid)
+        return out
 
     def q_eval(self, rows, resp, rpos, coef, intercept):
         X, _ = self.data.take(rows)
-        r = resp if rpos.size == resp.shape[0] and np.array_equal(
-            rpos, np.arange(resp.shape[0])) else resp[rpos]
+        r = resp if _all(rpos, resp.shape[0]) else resp[rpos]
         return _softmax_objective(X, r, coef, intercept)
 
     def neg_hessian(self, rows, resp, rpos, state):
         X, _ = self.data.take(rows)
         r = resp[rpos]
-        return _softmax_neg_hessian(X, state, r.sum(axis=2))
+        return np.stack([-softmax_q_hessian(X[a], state[a], r[a].sum(axis=1))
+                         for a in range(len(rows))])
 
 
-class _NumbaOps:
+class _NumbaOps(_HostOps):
     """The Numba path: every pass over the data is a compiled kernel."""
 
     name = "numba"
@@ -264,7 +280,7 @@ class _NumbaOps:
         self.nk = nk
         self.X = np.ascontiguousarray(X, dtype=np.float64)
         self.y = np.ascontiguousarray(y, dtype=np.float64)
-        self.data = _Data(self.X, self.y)
+        super().__init__(self.X, self.y)
 
     @staticmethod
     def _c(a):
@@ -297,20 +313,183 @@ class _NumbaOps:
         return out
 
     def statistics(self, resp, rows):
-        return self.nk._statistics(self.X, self.y, rows, resp)
+        return self.nk._statistics(self.X, self.y, rows, self._c(resp))
 
     def rss(self, resp, theta, rows):
-        return self.nk._rss(self.X, self.y, rows, resp, self._c(theta))
+        return self.nk._rss(self.X, self.y, rows, self._c(resp), self._c(theta))
 
     def q_eval(self, rows, resp, rpos, coef, intercept):
-        return self.nk._softmax_q(self.X, rows, resp, rpos.astype(np.int64), self._c(coef),
-                                  self._c(intercept), True)
+        return self.nk._softmax_q(self.X, rows, self._c(resp), rpos.astype(np.int64),
+                                  self._c(coef), self._c(intercept), True)
 
     def neg_hessian(self, rows, resp, rpos, state):
         return state
 
 
-_BACKENDS = {"numpy": _NumpyOps, "numba": _NumbaOps}
+def _to_numpy(a):
+    """An array of any namespace as a NumPy array on the host."""
+    if isinstance(a, np.ndarray):
+        return a
+    from array_api_compat import is_cupy_array
+    if is_cupy_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+class _ArrayAPIOps:
+    """The array-API path (CuPy, or any namespace): the data stay on the device.
+
+    The E-step, the expert statistics, the residual sums and the softmax gate's
+    objective, gradient and -Hessian run on the device with the kernels of
+    :mod:`moestats.backends.array_api`; only what the small host-side solves need
+    comes back as NumPy arrays: (R, k, d+1, d+1) statistics, (R, P, P) Hessians,
+    per-replication log-likelihoods. The gate log weights of the non-softmax families
+    are computed on the host by the NumPy code and sent over, and their gate steps
+    (which loop over replications anyway) run on the host with host copies of the
+    data and of the responsibilities.
+    """
+
+    name = "array_api"
+
+    def __init__(self, X, y, xp, X_dev=None, y_dev=None):
+        from ..backends import array_api as kernels
+        self.k = kernels
+        self.xp = xp
+        self.data = _Data(X, y)  # host copies, for the host-side gate steps
+        self.X = xp.asarray(X) if X_dev is None else X_dev
+        self.y = xp.asarray(y) if y_dev is None else y_dev
+        from array_api_compat import device
+        self.device = device(self.X)
+        self._key = None
+        self._val = None
+
+    def _dev(self, a):
+        return self.xp.asarray(np.ascontiguousarray(a), device=self.device)
+
+    def _idx(self, idx):
+        return self.xp.asarray(np.asarray(idx, dtype=np.int64), device=self.device)
+
+    def _take(self, rows):
+        if _all(rows, self.X.shape[0]):
+            return self.X, self.y
+        key = rows.tobytes()
+        if key != self._key:
+            i = self._idx(rows)
+            self._key = key
+            self._val = (self.xp.take(self.X, i, axis=0), self.xp.take(self.y, i, axis=0))
+        return self._val
+
+    def take(self, a, keep):
+        return self.xp.take(a, self._idx(np.nonzero(keep)[0]), axis=0)
+
+    @staticmethod
+    def host(a):
+        return _to_numpy(a)
+
+    def loglik(self, log_p):
+        return _to_numpy(self.xp.sum(log_p, axis=-1))
+
+    def _log_softmax(self, X, coef, intercept):
+        xp = self.xp
+        s = X @ xp.matrix_transpose(self._dev(coef)) + xp.expand_dims(self._dev(intercept), axis=-2)
+        _, lse = self.k.normalize_log_joint(s)
+        return s - xp.expand_dims(lse, axis=-1)
+
+    def e_step(self, gate, P, rows, extra=False):
+        X, y = self._take(rows)
+        if type(gate) is SoftmaxGate:
+            log_w = self._log_softmax(X, P.gate_coef[rows], P.gate_intercept[rows])
+        else:
+            Xh, _ = self.data.take(rows)
+            log_w = self._dev(_log_weights(gate, P, rows, Xh))
+        joint = log_w + self.k.expert_log_density(
+            X, y, self._dev(P.expert_coef[rows]), self._dev(P.expert_intercept[rows]),
+            self._dev(P.expert_var[rows]))
+        resp, log_p = self.k.normalize_log_joint(joint)
+        return resp, log_p, None
+
+    def expert_log_density(self, P, rows):
+        X, y = self._take(rows)
+        return _to_numpy(self.k.expert_log_density(
+            X, y, self._dev(P.expert_coef[rows]), self._dev(P.expert_intercept[rows]),
+            self._dev(P.expert_var[rows])))
+
+    def statistics(self, resp, rows):
+        X, y = self._take(rows)
+        return tuple(_to_numpy(a) for a in self.k.weighted_statistics(X, y, resp))
+
+    def rss(self, resp, theta, rows):
+        X, y = self._take(rows)
+        return _to_numpy(self.k.weighted_rss(X, y, resp, self._dev(theta)))
+
+    def q_eval(self, rows, resp, rpos, coef, intercept):
+        """Softmax gate objective, packed gradient and -Hessian (all NumPy)."""
+        xp = self.xp
+        X, _ = self._take(rows)
+        r = resp if _all(rpos, resp.shape[0]) else xp.take(resp, self._idx(rpos), axis=0)
+        log_w = self._log_softmax(X, coef, intercept)
+        w = xp.exp(log_w)
+        positive = r > 0
+        terms = r * xp.where(positive, log_w, xp.zeros_like(log_w))
+        value = xp.sum(xp.sum(terms, axis=-1), axis=-1)
+        row_mass = xp.sum(r, axis=-1)
+        G = r - xp.expand_dims(row_mass, axis=-1) * w
+        g_coef = _to_numpy(xp.matrix_transpose(G) @ X)            # (A, k, d)
+        g_int = _to_numpy(xp.sum(G, axis=-2))                     # (A, k)
+        A = g_coef.shape[0]
+        grad = np.concatenate([g_coef[:, :-1].reshape(A, -1), g_int[:, :-1]], axis=1)
+        return _to_numpy(value), grad, self._neg_hessian(X, w, row_mass)
+
+    def _neg_hessian(self, X, w, row_mass):
+        """Minus :func:`moestats.gates.softmax_q_hessian`, batched, in pack order (NumPy)."""
+        xp = self.xp
+        Xt = self.k._with_ones(X)
+        Xt_T = xp.matrix_transpose(Xt)
+        A, n, q = Xt.shape
+        k1 = w.shape[-1] - 1
+        blocks = np.empty((A, k1, k1, q, q))
+        for j in range(k1):
+            for l in range(j, k1):
+                c = row_mass * w[..., j] * (w[..., l] - 1.0) if j == l else \
+                    row_mass * w[..., j] * w[..., l]
+                # softmax_q_hessian's block is sum_i c_i xt_i xt_i^T with c = -m w_j (delta - w_l)
+                blocks[:, j, l] = _to_numpy((Xt_T * xp.expand_dims(c, axis=-2)) @ Xt)
+                blocks[:, l, j] = blocks[:, j, l]
+        H = blocks.transpose(0, 1, 3, 2, 4).reshape(A, k1 * q, k1 * q)
+        d = q - 1
+        order = [j * q + p for j in range(k1) for p in range(d)] + [j * q + d for j in range(k1)]
+        return -H[:, order][:, :, order]
+
+    def neg_hessian(self, rows, resp, rpos, state):
+        return state
+
+
+def _cupy_namespace():
+    import array_api_compat.cupy as xp  # imports CuPy
+    return xp
+
+
+def _make_ops(backend, X, y):
+    """The ops object of ``backend`` (a name, or an array namespace) for data ``X``, ``y``."""
+    if isinstance(backend, str):
+        from ..backends import get_backend
+        name = get_backend(backend, X, y, n_samples=X.shape[1], n_replications=X.shape[0])
+        if name == "cupy":
+            backend = _cupy_namespace()
+        else:
+            X, y = _check_data(_to_numpy(X), _to_numpy(y))
+            return (_NumpyOps if name == "numpy" else _NumbaOps)(X, y)
+    if not hasattr(backend, "asarray"):
+        raise ValueError(
+            "backend must be 'auto', 'numpy', 'numba', 'cupy' or an array namespace "
+            f"(a module such as array_api_strict), got {backend!r}")
+    from array_api_compat import array_namespace, is_array_api_obj
+    xp = array_namespace(backend.asarray([0.0]))  # the compat wrapper of NumPy/CuPy/...
+    Xh, yh = _check_data(_to_numpy(X), _to_numpy(y))
+    X_dev = xp.asarray(X, dtype=xp.float64) if is_array_api_obj(X) and not isinstance(
+        X, np.ndarray) else None
+    y_dev = xp.asarray(y, dtype=xp.float64) if X_dev is not None else None
+    return _ArrayAPIOps(Xh, yh, xp, X_dev, y_dev)
 
 
 # ------------------------------------------------------------------ the steps
@@ -365,7 +544,10 @@ def _expert_step(ops, resp, P, rows, var_floor, stats=None):
             raise _ReplicationError(a, np.linalg.LinAlgError("Singular matrix"))
         theta[good] = sol
     for a, j in zip(*np.nonzero(singular)):
-        theta[a, j] = np.linalg.pinv(sxx[a, j], rcond=1e-12, hermitian=True) @ sxy[a, j]
+        try:
+            theta[a, j] = np.linalg.pinv(sxx[a, j], rcond=1e-12, hermitian=True) @ sxy[a, j]
+        except np.linalg.LinAlgError as exc:  # e.g. NaN statistics: "SVD did not converge"
+            raise _ReplicationError(a, exc) from exc
     with np.errstate(all="ignore"):
         v = ops.rss(resp, theta, rows) / mass
     floored = live & ~(v >= var_floor[:, None])
@@ -418,6 +600,12 @@ def _softmax_newton(ops, P, rows, resp, max_iter, tol, q0=None):
         step, failed = _solve_each(neg_h, g_live)
         bad = failed | ~np.all(np.isfinite(step), axis=1)
         step[bad] = g_live[bad]
+        # the Newton-decrement stop of gate_step._newton
+        go = ~(0.5 * np.einsum("ij,ij->i", g_live, step) <= tol * (np.abs(value[live]) + 1.0))
+        live, step = live[go], step[go]
+        L = live.size
+        if L == 0:
+            break
         t = np.ones(L)
         accepted = np.zeros(L, dtype=bool)
         new_theta = np.empty_like(step)
@@ -465,6 +653,7 @@ def _gate_step(gate, ops, P, rows, resp, gate_max_iter, q0=None):
         return []
     log_expert = ops.expert_log_density(P, rows) if gate.ecm_gate_step else None
     X = ops.data.X
+    resp = ops.host(resp)
     failures = []
     for a, r in enumerate(rows):
         try:
@@ -489,18 +678,30 @@ def _check_finite(P, rows):
 
 
 def batched_e_step(gate, params, X, y, backend="numpy"):
-    """Responsibilities (R, n, k) and per-sample log-likelihoods (R, n) of R replications."""
+    """Responsibilities (R, n, k) and per-sample log-likelihoods (R, n) of R replications.
+
+    ``backend`` as in :func:`fit_em_batched`; the arrays returned belong to its
+    namespace (NumPy for ``"numpy"`` and ``"numba"``).
+    """
     X, y = _check_data(X, y)
     P = _as_batched(params, X.shape[0])
-    ops = _BACKENDS[backend](X, y)
+    ops = _make_ops(backend, X, y)
     return ops.e_step(gate, P, np.arange(X.shape[0], dtype=np.int64))[:2]
 
 
 def _check_data(X, y):
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if X.ndim != 3 or y.ndim != 2 or y.shape != X.shape[:2]:
-        raise ValueError(f"X must be (R, n, d) and y (R, n); got {X.shape} and {y.shape}")
+    """Float64 arrays of shapes (R, n, d) and (R, n); arrays of another namespace
+    (e.g. CuPy) are kept in it."""
+    from array_api_compat import is_array_api_obj
+    arrays = []
+    for a in (X, y):
+        if isinstance(a, np.ndarray) or not is_array_api_obj(a):
+            a = np.asarray(a, dtype=float)
+        arrays.append(a)
+    X, y = arrays
+    if X.ndim != 3 or y.ndim != 2 or tuple(y.shape) != tuple(X.shape[:2]):
+        raise ValueError(f"X must be (R, n, d) and y (R, n); got X of shape "
+                         f"{tuple(X.shape)} and y of shape {tuple(y.shape)}")
     return X, y
 
 
@@ -520,10 +721,10 @@ class _Active:
     def __init__(self, act, resp, log_p, extra):
         self.act, self.resp, self.log_p, self.extra = act, resp, log_p, extra
 
-    def keep(self, mask):
+    def keep(self, mask, ops):
         self.act = self.act[mask]
-        self.resp = self.resp[mask]
-        self.log_p = self.log_p[mask]
+        self.resp = ops.take(self.resp, mask)
+        self.log_p = ops.take(self.log_p, mask)
         self.extra = _take(self.extra, mask)
 
 
@@ -534,13 +735,17 @@ def fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
     Parameters
     ----------
     gate : Gate
-    X : ndarray (R, n, d)
-    y : ndarray (R, n)
+    X : array (R, n, d)
+    y : array (R, n)
+        NumPy arrays, or arrays of the namespace of ``backend`` (e.g. CuPy).
     init : sequence of R MoEParams, a BatchedParams, or one MoEParams (used for all)
     tol, max_iter, gate_max_iter : as :func:`moestats.solvers.fit_em`
     var_floor : float or ndarray (R,)
         Lower bound on the expert variances, shared or per replication.
-    backend : {"numpy", "numba"}
+    backend : {"numpy", "numba", "cupy", "auto"} or array namespace, default="numpy"
+        See the module docstring; ``"auto"`` as :func:`moestats.backends.get_backend`
+        with ``n_replications = R``. An array namespace (a module with ``asarray``,
+        such as ``array_api_strict``) runs the array-API path of ``"cupy"`` on it.
     on_error : {"raise", "record"}
         What to do when a replication fails where ``fit_em`` would raise (non-finite
         parameters, a failed linear solve): raise (``ValueError`` naming the
@@ -551,10 +756,17 @@ def fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
     Returns
     -------
     list of FitTrace
-        One per replication, with the fields of ``fit_em``'s.
+        One per replication, with the fields of ``fit_em``'s (parameters as NumPy
+        arrays whatever the backend).
+
+    Raises
+    ------
+    ValueError
+        Bad shapes (naming them), a bad ``backend`` or ``on_error``, or (with
+        ``on_error="raise"``) a failed replication.
+    moestats.backends.BackendUnavailableError
+        ``backend`` names Numba or CuPy and it cannot run here.
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {sorted(_BACKENDS)}, got {backend!r}")
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
     X, y = _check_data(X, y)
@@ -563,15 +775,15 @@ def fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
     if P.gate_coef.shape[2] != X.shape[2]:
         raise ValueError(f"init has {P.gate_coef.shape[2]} features, X has {X.shape[2]}")
     floors = np.broadcast_to(np.asarray(var_floor, dtype=float), (R,)).copy()
-    ops = _BACKENDS[backend](X, y)
+    ops = _make_ops(backend, X, y)
 
     events = [dict() for _ in range(R)]
     last_good = [None] * R
     k, d = P.gate_coef.shape[1:]
     # the Numba softmax E-step also gives the next iteration's statistics and gate start
-    extra = backend == "numba" and type(gate) is SoftmaxGate and k > 1
+    extra = ops.name == "numba" and type(gate) is SoftmaxGate and k > 1
     st = _Active(np.arange(R, dtype=np.int64), *ops.e_step(gate, P, np.arange(R), extra))
-    lls = [[float(v)] for v in st.log_p.sum(axis=1)]
+    lls = [[float(v)] for v in ops.loglik(st.log_p)]
     converged = np.zeros(R, dtype=bool)
     n_iter = np.zeros(R, dtype=int)
     saved = {}
@@ -585,7 +797,7 @@ def fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
         last_good[r] = saved.get(r)
         keep = np.ones(st.act.size, dtype=bool)
         keep[pos] = False
-        st.keep(keep)
+        st.keep(keep, ops)
 
     for it in range(1, max_iter + 1):
         if st.act.size == 0:
@@ -619,7 +831,7 @@ def fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
         # E-step at the new parameters, log-likelihood, stopping rule
         act = st.act
         st = _Active(act, *ops.e_step(gate, P, act, extra))
-        ll = st.log_p.sum(axis=1)
+        ll = ops.loglik(st.log_p)
         n_iter[act] = it
         prev = np.array([lls[r][-1] for r in act])
         for r, v in zip(act, ll):
@@ -627,7 +839,7 @@ def fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
         stop = np.abs(ll - prev) <= tol * np.abs(prev)
         converged[act[stop]] = True
         if stop.any():
-            st.keep(~stop)
+            st.keep(~stop, ops)
 
     traces = []
     for r in range(R):

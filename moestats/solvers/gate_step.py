@@ -65,6 +65,11 @@ def _newton(gate, params, X, resp, f, max_iter, tol):
             step = grad
         if not np.all(np.isfinite(step)):
             step = grad
+        # Newton decrement: the quadratic model's predicted gain; below tol the maximum is
+        # reached (stopping here, not on a gain at rounding level, keeps the result
+        # insensitive to the last bits of the data)
+        if 0.5 * float(grad @ step) <= tol * (abs(value) + 1.0):
+            break
         t, accepted = 1.0, False
         while t > 1e-12:
             cand = theta + t * step
