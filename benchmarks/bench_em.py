@@ -158,8 +158,9 @@ def time_em_iteration(gate, params, X, y, floor, min_time):
     return total, {name: t["median_s"] for name, t in parts.items()}
 
 
-def fit_ours(k, init, X, y):
-    est = GaussianMoE(k, gate="softmax", solver="em", tol=TOL, max_iter=MAX_ITER, init=init)
+def fit_ours(k, init, X, y, backend="numpy"):
+    est = GaussianMoE(k, gate="softmax", solver="em", tol=TOL, max_iter=MAX_ITER, init=init,
+                      backend=backend)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         est.fit(X, y)
@@ -369,6 +370,12 @@ def bench_case(n, k, d, *, quick, flexmix_ok, flexmix_timeout, flexmix_max_n, wo
         est, fit_warnings = fit_ours(k, init, X, y)
         fit_times.append(time.perf_counter() - t0)
     fit_s = float(np.median(fit_times))
+    # the same fit on the Numba backend (compiled kernels; warmed up in main())
+    numba_times, est_numba = [], None
+    for _ in range(fit_reps):
+        t0 = time.perf_counter()
+        est_numba, _ = fit_ours(k, init, X, y, backend="numba")
+        numba_times.append(time.perf_counter() - t0)
 
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
         iter_end, parts_end = time_em_iteration(gate, est.params_, X, y, floor, min_time)
@@ -388,6 +395,9 @@ def bench_case(n, k, d, *, quick, flexmix_ok, flexmix_timeout, flexmix_max_n, wo
         "iter_parts_ms_converged": {key: 1e3 * v for key, v in parts_end.items()},
         "fit_s": fit_s,
         "fit_s_all": fit_times,
+        "fit_numba_s": float(np.median(numba_times)),
+        "n_iter_numba": int(est_numba.n_iter_),
+        "log_likelihood_numba": float(est_numba.log_likelihood_),
         "fit_ms_per_iter": 1e3 * fit_s / max(est.n_iter_, 1),
         "n_iter": int(est.n_iter_),
         "log_likelihood": float(est.log_likelihood_),
@@ -445,7 +455,8 @@ TABLE_COLUMNS = [
     ("n", "n"), ("k", "k"), ("d", "d"),
     ("ours_iter_ms_start", "ours ms/iter (start)"),
     ("ours_iter_ms_converged", "ours ms/iter (at solution)"),
-    ("ours_fit_s", "ours fit s"), ("ours_fit_ms_per_iter", "ours fit ms/iter"),
+    ("ours_fit_s", "ours fit s"), ("ours_numba_fit_s", "ours fit s (numba)"),
+    ("ours_fit_ms_per_iter", "ours fit ms/iter"),
     ("ours_n_iter", "ours iters"), ("ours_ll", "ours LL"), ("ours_converged", "ours conv"),
     ("flexmix_s", "flexmix s"), ("flexmix_ms_per_iter", "flexmix ms/iter"),
     ("flexmix_iter", "flexmix iters"), ("flexmix_ll", "flexmix LL"),
@@ -464,6 +475,7 @@ def table_rows(cases):
             "ours_iter_ms_start": round(o["iter_ms_start"], 3),
             "ours_iter_ms_converged": round(o["iter_ms_converged"], 3),
             "ours_fit_s": round(o["fit_s"], 4),
+            "ours_numba_fit_s": round(o["fit_numba_s"], 4),
             "ours_fit_ms_per_iter": round(o["fit_ms_per_iter"], 3),
             "ours_n_iter": o["n_iter"], "ours_ll": round(o["log_likelihood"], 4),
             "ours_converged": o["converged"],
@@ -577,6 +589,11 @@ def _run(args):
     avail, reason, rinfo = flexmix_status(args.no_flexmix)
     log("flexmix: " + (f"available ({rinfo.get('r_version')}, flexmix {rinfo.get('flexmix_version')})"
                        if avail else f"skipped ({reason})"))
+
+    t0 = time.perf_counter()
+    X_w, y_w = true_model(2, 1).sample(500, np.random.default_rng(0))
+    fit_ours(2, "kmeans", X_w, y_w, backend="numba")  # compile or load the Numba kernels
+    log(f"numba kernels ready in {time.perf_counter() - t0:.1f} s")
 
     cases = []
     with tempfile.TemporaryDirectory(prefix="bench_em_") as workdir:

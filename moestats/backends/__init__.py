@@ -24,10 +24,17 @@ __all__ = ["BACKENDS", "NUMBA_MIN_SAMPLE_REPLICATIONS", "BackendUnavailableError
 #: names of the backends (``"auto"`` picks one of them)
 BACKENDS = ("numpy", "numba", "cupy")
 
-#: ``"auto"`` picks Numba from this many samples times replications on (below it,
-#: compiled kernels do not pay for their call overhead).
-#: Provisional: set from benchmarks/results/bench_backends.json
-NUMBA_MIN_SAMPLE_REPLICATIONS = 20_000
+#: ``"auto"`` picks Numba from this many samples times replications on.
+#: From ``benchmarks/results/bench_backends.json`` (quiet 2-core machine): a single
+#: softmax fit on Numba is faster than the NumPy reference at every n measured,
+#: 50 to 1e4 (1.5-3.7x per EM iteration, 1.4-2.5x per fit), and batched Numba
+#: (R = 40) is 2.1-9.3x faster per sample-iteration over the whole grid. What the
+#: threshold guards against is the one-time cost of the first Numba call in a
+#: process: about 0.3 s to load the cached kernels (30-60 s to compile them on the
+#: very first use after installation), which only pays off once a fit moves well
+#: over 1e4 samples; below that a NumPy fit takes milliseconds (under 25 ms at
+#: n = 1e4, k = 3).
+NUMBA_MIN_SAMPLE_REPLICATIONS = 10_000
 
 
 class BackendUnavailableError(ImportError):
