@@ -64,7 +64,6 @@ import cProfile
 import io
 import json
 import multiprocessing as mp
-import pstats
 import resource
 import subprocess
 import sys
@@ -82,6 +81,7 @@ if str(HERE) not in sys.path:
 
 # contention measurement, machine description and the k = 2, 3 truths: shared with bench_em
 from bench_em import (cpu_snapshot, load_average, machine_info, other_cores,  # noqa: E402
+                      profile_rows,
                       true_model, wait_for_quiet)
 
 from moestats import MoEParams, SoftmaxGate, TrueModel, UniformDesign  # noqa: E402
@@ -598,13 +598,7 @@ def profile_numba(cfg, nk, waiter, top=15):
         wall = time.perf_counter() - t0
     finally:
         nk._softmax_q = original
-    stats = pstats.Stats(prof)
-    rows = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
-        short = f"{Path(file).name}:{line}({func})" if file != "~" else func
-        rows.append({"function": short, "ncalls": nc, "tottime_s": tt, "cumtime_s": ct})
-    rows.sort(key=lambda r: r["tottime_s"], reverse=True)
-    total = sum(r["tottime_s"] for r in rows)
+    rows, total = profile_rows(prof)
 
     def pick(name):
         hit = [r for r in rows if r["function"].endswith(f"({name})")

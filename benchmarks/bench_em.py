@@ -167,6 +167,16 @@ def fit_ours(k, init, X, y, backend="numpy"):
     return est, sorted({f"{w.category.__name__}: {w.message}" for w in caught})
 
 
+def profile_rows(prof):
+    """A cProfile's functions as dicts (by own time, largest first) and the total own time."""
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, _) in pstats.Stats(prof).stats.items():
+        short = f"{Path(file).name}:{line}({func})" if file != "~" else func
+        rows.append({"function": short, "ncalls": nc, "tottime_s": tt, "cumtime_s": ct})
+    rows.sort(key=lambda r: r["tottime_s"], reverse=True)
+    return rows, sum(r["tottime_s"] for r in rows)
+
+
 def profile_fit(gate, X, y, init, floor, top=12):
     """cProfile of ``fit_em`` from ``init``: the top functions by own time, and call counts."""
     prof = cProfile.Profile()
@@ -174,13 +184,7 @@ def profile_fit(gate, X, y, init, floor, top=12):
         prof.enable()
         trace = fit_em(gate, X, y, init, tol=TOL, max_iter=MAX_ITER, var_floor=floor)
         prof.disable()
-    stats = pstats.Stats(prof)
-    rows = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
-        short = f"{Path(file).name}:{line}({func})" if file != "~" else func
-        rows.append({"function": short, "ncalls": nc, "tottime_s": tt, "cumtime_s": ct})
-    rows.sort(key=lambda r: r["tottime_s"], reverse=True)
-    total = sum(r["tottime_s"] for r in rows)
+    rows, total = profile_rows(prof)
 
     def calls(name):
         return sum(r["ncalls"] for r in rows if r["function"].endswith(f"({name})"))
