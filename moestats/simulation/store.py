@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .spec import SweepSpec, Task
+from .spec import SweepSpec
 
 __all__ = ["ResultStore", "SpecMismatchError", "COLUMNS"]
 
