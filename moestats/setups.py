@@ -83,9 +83,18 @@ def _build():
               "top-1 gate, exact-specified (k = k* = 2), X ~ U[-1, 1]"),
         Setup("topk-over", "T", TrueModel(_dnh_params(top1=True), TopKGate(1), sym),
               (FittedConfig("k3-top2", 3, TopKGate(2), "D2-topk", -0.5,
-                            "K-bar = 2 >= K_needed = 2: converges"),
+                            "K-bar = 2 >= K_needed = 2 ([T]: converges); measured: the "
+                            "density error converges at -1/2 but D2 does not, because "
+                            "a top-2-of-3 gate always selects the middle-slope expert "
+                            "(d = 1) and reaches the top-1 truth only as gate "
+                            "parameters diverge",
+                            {"loss_density": -0.5}),
                FittedConfig("k3-top1", 3, TopKGate(1), "density", 0.0,
-                            "K-bar = 1 < K_needed = 2: does not converge")),
+                            "K-bar = 1 < K_needed = 2 (spec: does not converge); "
+                            "measured: converges at -1/2, because in d = 1 a top-1 "
+                            "gate selects only the largest or the smallest slope, so "
+                            "one of three experts is never selected and the fitted "
+                            "class contains the truth")),
               "top-K gate, over-specified (k = 3 > k* = 2)"),
         Setup("temperature", "S",
               TrueModel(_temperature_params(), TemperatureGate(0.5), sym),
