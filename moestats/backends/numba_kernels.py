@@ -11,10 +11,18 @@ Conventions
 -----------
 - ``X`` has shape (R, n, d) or (n, d); ``y`` (R, n) or (n,); 2-D inputs are a
   batch of one (the outputs lose the leading axis again).
-- Every kernel is ``@njit(cache=True, parallel=True)`` with ``fastmath`` off, so the
-  arithmetic is the reference's up to the order of the sums and the last bit of
-  ``exp``/``log`` (libm here, NumPy's SIMD loops there): the tests hold the kernels
-  to 1e-12 relative of the NumPy reference.
+- Every kernel is ``@njit(cache=True, parallel=True, error_model="numpy",
+  fastmath={"contract"})``: NumPy's error model (a division by zero gives inf/nan
+  as in NumPy, and, with no ZeroDivisionError branch, loops with divisions
+  vectorise) and fused multiply-adds, no other fast-math flag (inf/nan, -inf log
+  weights and signed zeros behave as without fastmath). The sums over samples inside
+  a block (:func:`_dot`, :func:`_sum`) also allow reassociation, so that LLVM
+  vectorises them. The ``exp``/``log`` of the softmax kernels are branch-free ports
+  of fdlibm's (:func:`_vexp`, :func:`_vlog`, < 1 ulp, vectorised with the loops;
+  Numba's SVML path needs an llvmlite built with it, which the PyPI wheels are not).
+  So the arithmetic is the reference's up to the order of the sums, the rounding
+  of fused multiply-adds and the last bit of ``exp``/``log``: the tests hold the
+  kernels to 1e-10 relative of the NumPy reference.
 - Work is split over (replication, chunk of ``CHUNK`` samples) pairs. Reductions over
   samples are written per chunk and added in chunk order afterwards, so results are
   bit-identical whatever the number of threads (``numba.set_num_threads``).
@@ -34,7 +42,9 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 __all__ = [
     "CHUNK", "expert_log_density", "row_logsumexp", "normalize_log_joint", "e_step",
@@ -49,7 +59,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 # --------------------------------------------------------------------- kernels
 # Per-sample pieces, shared by the kernels (inlined by LLVM).
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _logsumexp_row(a, e, k):
     """log-sum-exp of a[:k]; leaves exp(a_j - m) in e and returns (lse, sum of e)."""
     m = a[0]
@@ -65,7 +75,7 @@ def _logsumexp_row(a, e, k):
     return math.log(total) + m, total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _expert_log_density_k(X, y, rows, coef, intercept, var, out):
     A = rows.shape[0]
     n, d = X.shape[1], X.shape[2]
@@ -87,7 +97,7 @@ def _expert_log_density_k(X, y, rows, coef, intercept, var, out):
                 out[a, i, j] = c0[j] - 0.5 * res * res / var[a, j]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _row_logsumexp_k(a, out):
     R, n, k = a.shape
     for t in prange(R * n):
@@ -100,7 +110,7 @@ def _row_logsumexp_k(a, out):
         out[r, i] = _logsumexp_row(row, e, k)[0]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _normalize_k(log_w, log_expert, resp, log_p):
     """resp, log_p from the log joint ``log_w + log_expert`` (one pass)."""
     R, n, k = log_w.shape
@@ -119,7 +129,7 @@ def _normalize_k(log_w, log_expert, resp, log_p):
                 resp[r, i, j] = e[j] / total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _e_step_k(X, y, rows, log_w, coef, intercept, var, resp, log_p):
     """Expert log-density, log joint, row log-sum-exp, responsibilities: one pass.
 
@@ -151,7 +161,7 @@ def _e_step_k(X, y, rows, log_w, coef, intercept, var, resp, log_p):
                 resp[a, i, j] = e[j] / total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _rss_k(X, y, rows, resp, theta, nch, prss):
     """Per-chunk :math:`\\sum_i r_{ij}(y_i - \\tilde x_i^\\top\\theta_j)^2`."""
     A = rows.shape[0]
@@ -175,23 +185,132 @@ def _rss_k(X, y, rows, resp, theta, nch, prss):
 
 # ------------------------------------------------------ blocked (SIMD-friendly) pieces
 # The softmax kernels work on blocks of ``_B`` samples laid out expert- or
-# feature-major (``s[j, i]``, ``xt[p, i]``), so that every loop that is not an
-# ``exp``/``log`` runs over contiguous samples and is vectorised by LLVM. Sums over
-# samples go to ``_L`` fixed accumulator lanes (sample ``i`` to lane ``i % _L``),
-# added in lane order at the end of a chunk: vectorisable without reassociation
-# (no fastmath), and still independent of the thread count. Blocks are padded to a
-# multiple of ``_L`` with zero responsibilities and covariates, which add exact zeros.
+# feature-major (``s[j, i]``, ``xt[p, i]``), so that every loop runs over contiguous
+# samples and is vectorised by LLVM (``exp``/``log`` included: see _vexp/_vlog).
+# Blocks are padded to a multiple of ``_L`` with zero responsibilities and
+# covariates, which add exact zeros. Sums over the samples of a block are plain
+# loops with fastmath "reassoc" (_dot, _sum), which LLVM vectorises with partial
+# sums; the order it picks is fixed in the compiled code and depends only on the
+# block length, so the per-chunk sums, added in block order, are still independent
+# of the thread count.
 _B = 256
 _L = 8
 
 
-@njit(cache=True, inline="always")
-def _exp(x):
-    # exp(0) is 1 exactly: skip the call for the row maximum (one of k calls)
-    return 1.0 if x == 0.0 else math.exp(x)
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _dot(a, b, nbp):
+    """sum_i a[i] b[i], i < nbp."""
+    s = 0.0
+    for i in range(nbp):
+        s += a[i] * b[i]
+    return s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _sum(a, nbp):
+    """sum_i a[i], i < nbp."""
+    s = 0.0
+    for i in range(nbp):
+        s += a[i]
+    return s
+
+
+# ------------------------------------------------ branch-free exp and log
+# libm's exp/log are calls, which keep LLVM from vectorising the loops around them.
+# These are fdlibm's algorithms (e_exp.c, e_log.c: same reductions and polynomials,
+# < 1 ulp) with the branches replaced by selects, so they inline and vectorise; the
+# special cases (+-inf, nan, 0, subnormals, overflow, underflow) give what libm gives.
+@intrinsic
+def _i2f(typingctx, v):
+    """The float64 with the bits of the int64 ``v``."""
+    if isinstance(v, types.Integer) and v.bitwidth == 64:
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.DoubleType())
+        return types.float64(v), codegen
+
+
+@intrinsic
+def _f2i(typingctx, v):
+    """The bits of the float64 ``v`` as an int64."""
+    if isinstance(v, types.Float) and v.bitwidth == 64:
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.IntType(64))
+        return types.int64(v), codegen
+
+
+_LOG2E = 1.44269504088896338700e+00
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_P1 = 1.66666666666666019037e-01
+_P2 = -2.77777777770155933842e-03
+_P3 = 6.61375632143793436117e-05
+_P4 = -1.65339022054652515390e-06
+_P5 = 4.13813679705723846039e-08
+_SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT rounds x to an integer
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _vexp(x):
+    """exp(x): x = n ln2 + r, |r| <= ln2 / 2; exp(r) by fdlibm's rational form; times
+    2**n as two powers of two (exact, and right for subnormal results)."""
+    xc = x if x > -1100.0 else -1100.0  # also NaN -> -1100 (fixed up at the end)
+    xc = xc if xc < 710.0 else 710.0
+    t = xc * _LOG2E + _SHIFT
+    nf = t - _SHIFT
+    n = _f2i(t) - _f2i(_SHIFT)
+    hi = xc - nf * _LN2_HI
+    lo = nf * _LN2_LO
+    r = hi - lo
+    z = r * r
+    c = r - z * (_P1 + z * (_P2 + z * (_P3 + z * (_P4 + z * _P5))))
+    yv = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+    n1 = n >> 1
+    n2 = n - n1
+    out = yv * _i2f((n1 + 1023) << 52) * _i2f((n2 + 1023) << 52)
+    return out if x == x else x
+
+
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _vlog(x):
+    """log(x) = k ln2 + log(1 + f), sqrt(2)/2 <= 1 + f < sqrt(2), as in fdlibm."""
+    sub = x < 2.2250738585072014e-308
+    xs = x * 18014398509481984.0 if sub else x  # 2**54
+    bits = _f2i(xs)
+    hx = bits >> 32
+    k = ((hx >> 20) & 0x7ff) - 1023 - (54 if sub else 0)
+    hx &= 0x000fffff
+    i = (hx + 0x95f64) & 0x100000
+    xn = _i2f(((hx | (i ^ 0x3ff00000)) << 32) | (bits & 0xffffffff))
+    k += i >> 20
+    f = xn - 1.0
+    s = f / (2.0 + f)
+    dk = float(k)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    R = t2 + t1
+    hfsq = 0.5 * f * f
+    ra = dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + dk * _LN2_LO)) - f)
+    rb = dk * _LN2_HI - ((s * (f - R) - dk * _LN2_LO) - f)
+    out = ra if ((hx - 0x6147a) | (0x6b851 - hx)) > 0 else rb
+    if x > 0.0 and x < math.inf:
+        return out
+    if x == 0.0:
+        return -math.inf
+    return x if x == math.inf else math.nan  # NaN, -x
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _load_x(X, r, i0, nb, nbp, d, xt):
     """xt[p, i] = X[r, i0 + i, p] (p < d), xt[d, i] = 1; zeros in the padding."""
     for i in range(nb):
@@ -204,7 +323,7 @@ def _load_x(X, r, i0, nb, nbp, d, xt):
         xt[d, i] = 1.0 if i < nb else 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _linear(xt, coef, icpt, a, j, d, nbp, out):
     """out[i] = sum_p xt[p, i] coef[a, j, p] + icpt[a, j] (p ascending, as X @ coef.T + b)."""
     for i in range(nbp):
@@ -218,7 +337,7 @@ def _linear(xt, coef, icpt, a, j, d, nbp, out):
         out[i] += b
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _lse_block(v, e, m, tot, lse, k, nbp):
     """Row log-sum-exp of v[:, i] (k rows); leaves exp(v - max) in e and the sum in tot."""
     for i in range(nbp):
@@ -232,29 +351,31 @@ def _lse_block(v, e, m, tot, lse, k, nbp):
             m[i] = 0.0
     for j in range(k):
         for i in range(nbp):
-            e[j, i] = _exp(v[j, i] - m[i])
+            e[j, i] = _vexp(v[j, i] - m[i])
     for i in range(nbp):
         tot[i] = e[0, i]
     for j in range(1, k):
         for i in range(nbp):
             tot[i] += e[j, i]
     for i in range(nbp):
-        lse[i] = math.log(tot[i]) + m[i]
+        lse[i] = _vlog(tot[i]) + m[i]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _gate_block(xt, gcoef, gint, a, k, d, nbp, s, e, m, tot, lse, lw, w):
     """Softmax gate: logits s, log weights lw and weights w of a block."""
     for j in range(k):
         _linear(xt, gcoef, gint, a, j, d, nbp, s[j])
     _lse_block(s, e, m, tot, lse, k, nbp)
+    for i in range(nbp):
+        tot[i] = 1.0 / tot[i]
     for j in range(k):
         for i in range(nbp):
             lw[j, i] = s[j, i] - lse[i]
-            w[j, i] = e[j, i] / tot[i]
+            w[j, i] = e[j, i] * tot[i]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _q_block(xt, xx, lw, w, rb, rowm, G, cw, k, q, nbp, want_h, acc_v, acc_g, acc_h):
     """Accumulate a block's gate objective, gradient and -Hessian into the lanes."""
     k1 = k - 1
@@ -264,17 +385,15 @@ def _q_block(xt, xx, lw, w, rb, rowm, G, cw, k, q, nbp, want_h, acc_v, acc_g, ac
         for i in range(nbp):
             rowm[i] += rb[j, i]
     for j in range(k):
-        for g in range(0, nbp, _L):
-            for l in range(_L):
-                rj = rb[j, g + l]
-                acc_v[l] += rj * lw[j, g + l] if rj > 0 else 0.0
+        for i in range(nbp):
+            rj = rb[j, i]
+            cw[i] = rj * lw[j, i] if rj > 0 else 0.0
+        acc_v[0] += _sum(cw, nbp)
         for i in range(nbp):
             G[j, i] = rb[j, i] - rowm[i] * w[j, i]
     for j in range(k1):
         for p in range(q):
-            for g in range(0, nbp, _L):
-                for l in range(_L):
-                    acc_g[j, p, l] += G[j, g + l] * xt[p, g + l]
+            acc_g[j, p] += _dot(G[j], xt[p], nbp)
     if want_h:
         u = 0
         for p in range(q):
@@ -292,13 +411,11 @@ def _q_block(xt, xx, lw, w, rb, rowm, G, cw, k, q, nbp, want_h, acc_v, acc_g, ac
                         c += w[j, i]
                     cw[i] = c * rowm[i]
                 for u in range(nq):
-                    for g in range(0, nbp, _L):
-                        for l in range(_L):
-                            acc_h[jl, u, l] += cw[g + l] * xx[u, g + l]
+                    acc_h[jl, u] += _dot(cw, xx[u], nbp)
                 jl += 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _stats_block(xt, xx, yb, rb, ry, k, q, nbp, acc_m, acc_xx, acc_xy):
     """Accumulate a block's mass, sxx (upper triangle, packed) and sxy into the lanes."""
     u = 0
@@ -311,68 +428,47 @@ def _stats_block(xt, xx, yb, rb, ry, k, q, nbp, acc_m, acc_xx, acc_xy):
     for j in range(k):
         for i in range(nbp):
             ry[i] = rb[j, i] * yb[i]
-        for g in range(0, nbp, _L):
-            for l in range(_L):
-                acc_m[j, l] += rb[j, g + l]
+        acc_m[j] += _sum(rb[j], nbp)
         for u in range(nq):
-            for g in range(0, nbp, _L):
-                for l in range(_L):
-                    acc_xx[j, u, l] += rb[j, g + l] * xx[u, g + l]
+            acc_xx[j, u] += _dot(rb[j], xx[u], nbp)
         for p in range(q):
-            for g in range(0, nbp, _L):
-                for l in range(_L):
-                    acc_xy[j, p, l] += ry[g + l] * xt[p, g + l]
+            acc_xy[j, p] += _dot(ry, xt[p], nbp)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _write_stats(acc_m, acc_xx, acc_xy, k, q, a, c, pmass, psxx, psxy):
     for j in range(k):
-        sm = 0.0
-        for l in range(_L):
-            sm += acc_m[j, l]
-        pmass[a, c, j] = sm
+        pmass[a, c, j] = acc_m[j]
         u = 0
         for p in range(q):
             for v in range(p, q):
-                sm = 0.0
-                for l in range(_L):
-                    sm += acc_xx[j, u, l]
-                psxx[a, c, j, p, v] = sm
-                psxx[a, c, j, v, p] = sm
+                psxx[a, c, j, p, v] = acc_xx[j, u]
+                psxx[a, c, j, v, p] = acc_xx[j, u]
                 u += 1
-            sm = 0.0
-            for l in range(_L):
-                sm += acc_xy[j, p, l]
-            psxy[a, c, j, p] = sm
+            psxy[a, c, j, p] = acc_xy[j, p]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _write_q(acc_v, acc_g, acc_h, k, q, want_h, a, c, pval, pgrad, phess):
-    sm = 0.0
-    for l in range(_L):
-        sm += acc_v[l]
-    pval[a, c] = sm
+    pval[a, c] = acc_v[0]
     for j in range(k - 1):
         for p in range(q):
-            sm = 0.0
-            for l in range(_L):
-                sm += acc_g[j, p, l]
-            pgrad[a, c, j, p] = sm
+            pgrad[a, c, j, p] = acc_g[j, p]
     if want_h:
         for jl in range(acc_h.shape[0]):
             for u in range(acc_h.shape[1]):
-                sm = 0.0
-                for l in range(_L):
-                    sm += acc_h[jl, u, l]
-                phess[a, c, jl, u] = sm
+                phess[a, c, jl, u] = acc_h[jl, u]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _softmax_fused_k(X, y, rows, gcoef, gint, coef, intercept, var, extra, nch,
-                     resp, log_p, pmass, psxx, psxy, pval, pgrad, phess):
-    """Softmax E-step in one pass; with ``extra``, the same pass also accumulates
+                     resp, log_p, pmass, psxx, psxy, pval, pgrad, phess, pree, prex):
+    r"""Softmax E-step in one pass; with ``extra``, the same pass also accumulates
     the expert sufficient statistics and the gate objective, gradient and -Hessian
-    at the current gate (the start of the next gate step)."""
+    at the current gate (the start of the next gate step), and the residual moments
+    :math:`\sum_i r_{ij}e_{ij}^2`, :math:`\sum_i r_{ij}e_{ij}\tilde x_i` of the current
+    experts (:math:`e_{ij} = y_i - \tilde x_i^\top\theta_j`), from which the next
+    expert step's residual sums follow (see :func:`_rss_from_moments`)."""
     A = rows.shape[0]
     n, d = X.shape[1], X.shape[2]
     k = coef.shape[1]
@@ -390,6 +486,7 @@ def _softmax_fused_k(X, y, rows, gcoef, gint, coef, intercept, var, extra, nch,
         lw = np.empty((k, _B))
         w = np.empty((k, _B))
         jn = np.empty((k, _B))
+        res_b = np.empty((k, _B))
         rb = np.empty((k, _B))
         G = np.empty((k, _B))
         mu = np.empty(_B)
@@ -399,12 +496,14 @@ def _softmax_fused_k(X, y, rows, gcoef, gint, coef, intercept, var, extra, nch,
         lp = np.empty(_B)
         rowm = np.empty(_B)
         cw = np.empty(_B)
-        acc_v = np.zeros(_L)
-        acc_g = np.zeros((k - 1, q, _L))
-        acc_h = np.zeros(((k - 1) * k // 2, nq, _L))
-        acc_m = np.zeros((k, _L))
-        acc_xx = np.zeros((k, nq, _L))
-        acc_xy = np.zeros((k, q, _L))
+        acc_v = np.zeros(1)
+        acc_g = np.zeros((k - 1, q))
+        acc_h = np.zeros(((k - 1) * k // 2, nq))
+        acc_m = np.zeros(k)
+        acc_xx = np.zeros((k, nq))
+        acc_xy = np.zeros((k, q))
+        acc_ee = np.zeros(k)
+        acc_ex = np.zeros((k, q))
         c0 = np.empty(k)
         for j in range(k):
             c0[j] = -0.5 * (_LOG_2PI + math.log(var[a, j]))
@@ -418,14 +517,17 @@ def _softmax_fused_k(X, y, rows, gcoef, gint, coef, intercept, var, extra, nch,
             _gate_block(xt, gcoef, gint, a, k, d, nbp, s, e, m, tot, lse, lw, w)
             for j in range(k):
                 _linear(xt, coef, intercept, a, j, d, nbp, mu)
-                vj = var[a, j]
+                hj = 0.5 / var[a, j]
                 for i in range(nbp):
                     res = yb[i] - mu[i]
-                    jn[j, i] = lw[j, i] + (c0[j] - 0.5 * res * res / vj)
+                    res_b[j, i] = res
+                    jn[j, i] = lw[j, i] + (c0[j] - res * res * hj)
             _lse_block(jn, e, m, tot, lp, k, nbp)
+            for i in range(nbp):
+                tot[i] = 1.0 / tot[i]
             for j in range(k):
                 for i in range(nbp):
-                    rb[j, i] = e[j, i] / tot[i] if i < nb else 0.0
+                    rb[j, i] = e[j, i] * tot[i] if i < nb else 0.0
             for i in range(nb):
                 log_p[a, i0 + i] = lp[i]
                 for j in range(k):
@@ -433,12 +535,22 @@ def _softmax_fused_k(X, y, rows, gcoef, gint, coef, intercept, var, extra, nch,
             if extra:
                 _stats_block(xt, xx, yb, rb, cw, k, q, nbp, acc_m, acc_xx, acc_xy)
                 _q_block(xt, xx, lw, w, rb, rowm, G, cw, k, q, nbp, True, acc_v, acc_g, acc_h)
+                for j in range(k):
+                    for i in range(nbp):
+                        cw[i] = rb[j, i] * res_b[j, i]
+                    acc_ee[j] += _dot(cw, res_b[j], nbp)
+                    for p in range(q):
+                        acc_ex[j, p] += _dot(cw, xt[p], nbp)
         if extra:
+            for j in range(k):
+                pree[a, c, j] = acc_ee[j]
+                for p in range(q):
+                    prex[a, c, j, p] = acc_ex[j, p]
             _write_stats(acc_m, acc_xx, acc_xy, k, q, a, c, pmass, psxx, psxy)
             _write_q(acc_v, acc_g, acc_h, k, q, True, a, c, pval, pgrad, phess)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _statistics_k(X, y, rows, resp, nch, pmass, psxx, psxy):
     """Per-chunk mass, sxx, sxy; ``resp`` aligned with ``rows``."""
     A = rows.shape[0]
@@ -455,9 +567,9 @@ def _statistics_k(X, y, rows, resp, nch, pmass, psxx, psxy):
         yb = np.empty(_B)
         rb = np.empty((k, _B))
         ry = np.empty(_B)
-        acc_m = np.zeros((k, _L))
-        acc_xx = np.zeros((k, nq, _L))
-        acc_xy = np.zeros((k, q, _L))
+        acc_m = np.zeros(k)
+        acc_xx = np.zeros((k, nq))
+        acc_xy = np.zeros((k, q))
         i_end = min(n, (c + 1) * CHUNK)
         for i0 in range(c * CHUNK, i_end, _B):
             nb = min(_B, i_end - i0)
@@ -472,7 +584,7 @@ def _statistics_k(X, y, rows, resp, nch, pmass, psxx, psxy):
         _write_stats(acc_m, acc_xx, acc_xy, k, q, a, c, pmass, psxx, psxy)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _softmax_q_k(X, rows, resp, rrows, gcoef, gint, want_h, nch, pval, pgrad, phess):
     """Per-chunk softmax gate objective, gradient (natural layout) and -Hessian.
 
@@ -504,9 +616,9 @@ def _softmax_q_k(X, rows, resp, rrows, gcoef, gint, want_h, nch, pval, pgrad, ph
         lse = np.empty(_B)
         rowm = np.empty(_B)
         cw = np.empty(_B)
-        acc_v = np.zeros(_L)
-        acc_g = np.zeros((k - 1, q, _L))
-        acc_h = np.zeros(((k - 1) * k // 2, nq, _L))
+        acc_v = np.zeros(1)
+        acc_g = np.zeros((k - 1, q))
+        acc_h = np.zeros(((k - 1) * k // 2, nq))
         i_end = min(n, (c + 1) * CHUNK)
         for i0 in range(c * CHUNK, i_end, _B):
             nb = min(_B, i_end - i0)
@@ -633,8 +745,9 @@ def softmax_e_step(X, y, gate_coef, gate_intercept, coef, intercept, var):
 
 
 def _softmax_fused(X, y, rows, gate_coef, gate_intercept, coef, intercept, var, extra):
-    """Softmax E-step; with ``extra`` also ``(mass, sxx, sxy)`` and ``(value, grad, neg_h)``
-    of the gate objective at the current gate (see :func:`softmax_q`)."""
+    """Softmax E-step; with ``extra`` also ``(mass, sxx, sxy)``, ``(value, grad, neg_h)``
+    of the gate objective at the current gate (see :func:`softmax_q`) and the residual
+    moments ``(ree, rex)`` of the current experts (see :func:`_rss_from_moments`)."""
     A, n, d = rows.shape[0], X.shape[1], X.shape[2]
     k = coef.shape[1]
     k1, q = k - 1, d + 1
@@ -648,12 +761,49 @@ def _softmax_fused(X, y, rows, gate_coef, gate_intercept, coef, intercept, var, 
     pval = np.empty((A, m))
     pgrad = np.empty((A, m, k1, q))
     phess = np.empty((A, m, k1 * (k1 + 1) // 2, q * (q + 1) // 2))
+    pree = np.empty((A, m, k))
+    prex = np.empty((A, m, k, q))
     _softmax_fused_k(X, y, rows, gate_coef, gate_intercept, coef, intercept, var, bool(extra),
-                     nch, resp, log_p, pmass, psxx, psxy, pval, pgrad, phess)
+                     nch, resp, log_p, pmass, psxx, psxy, pval, pgrad, phess, pree, prex)
     if not extra:
         return resp, log_p, None
     stats = (pmass.sum(axis=1), psxx.sum(axis=1), psxy.sum(axis=1))
-    return resp, log_p, (stats, _finish_q(pval, pgrad, phess, d))
+    return resp, log_p, (stats, _finish_q(pval, pgrad, phess, d),
+                         (pree.sum(axis=1), prex.sum(axis=1)))
+
+
+#: :func:`_rss_from_moments` is trusted while sum r e^2 at the old experts is at most
+#: this many times the result (its rounding error is then below ~1e-14 relative)
+_RSS_MOMENT_RATIO = 10.0
+
+
+def _rss_from_moments(ree, rex, sxx, theta_old, theta):
+    r"""Weighted residual sums at ``theta`` from moments taken at ``theta_old``.
+
+    With :math:`e_{ij} = y_i - \tilde x_i^\top\theta^{old}_j` and :math:`\delta_j =
+    \theta_j - \theta^{old}_j`: :math:`\sum_i r_{ij}(y_i - \tilde x_i^\top\theta_j)^2 =
+    \sum_i r_{ij}e_{ij}^2 - 2\delta_j^\top\sum_i r_{ij}e_{ij}\tilde x_i +
+    \delta_j^\top S^{xx}_j\delta_j`. For the weighted least-squares ``theta`` of the
+    expert step the last two terms are at most the first one, so the cancellation is
+    bounded by ``ree / rss``. Returns ``rss`` (A, k) and ``ok`` (A, k): where ``ok`` is
+    False (ratio above :data:`_RSS_MOMENT_RATIO`, or a result that is not positive and
+    finite) the value must be recomputed from the data.
+    """
+    # elementwise, in a fixed order: each replication's value does not depend on the others
+    delta = theta - theta_old
+    q = delta.shape[-1]
+    lin = np.zeros(ree.shape)
+    quad = np.zeros(ree.shape)
+    for p in range(q):
+        lin += delta[..., p] * rex[..., p]
+        sp = np.zeros(ree.shape)
+        for v in range(q):
+            sp += sxx[..., p, v] * delta[..., v]
+        quad += delta[..., p] * sp
+    rss = ree - 2.0 * lin + quad
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(rss) & (rss > 0) & (ree <= _RSS_MOMENT_RATIO * rss)
+    return rss, ok
 
 
 def weighted_statistics(X, y, resp):

@@ -281,6 +281,11 @@ class _NumbaOps(_HostOps):
         self.X = np.ascontiguousarray(X, dtype=np.float64)
         self.y = np.ascontiguousarray(y, dtype=np.float64)
         super().__init__(self.X, self.y)
+        # residual moments of the last softmax E-step with ``extra``, for rss(); not
+        # kept from the first E-step (at the start values, where the moment form
+        # cancels most), so that every fit also runs (and loads) the rss kernel early
+        self._moments = None
+        self._first_e_step = True
 
     @staticmethod
     def _c(a):
@@ -289,13 +294,27 @@ class _NumbaOps(_HostOps):
     def e_step(self, gate, P, rows, extra=False):
         """Responsibilities and per-sample log-likelihood; for the softmax gate with
         ``extra``, the same pass also gives the expert statistics and the gate
-        objective, gradient and -Hessian at the current gate (``(stats, q0)``)."""
+        objective, gradient and -Hessian at the current gate (``(stats, q0)``), and
+        residual moments from which :meth:`rss` gets the next expert step's residual
+        sums without another pass over the data."""
+        import weakref
         c = self._c
+        self._moments = None
         if type(gate) is SoftmaxGate:
-            return self.nk._softmax_fused(
+            coef, intercept = c(P.expert_coef[rows]), c(P.expert_intercept[rows])
+            resp, log_p, ex = self.nk._softmax_fused(
                 self.X, self.y, rows, c(P.gate_coef[rows]), c(P.gate_intercept[rows]),
-                c(P.expert_coef[rows]), c(P.expert_intercept[rows]), c(P.expert_var[rows]),
-                extra)
+                coef, intercept, c(P.expert_var[rows]), extra)
+            if ex is None:
+                return resp, log_p, None
+            stats, q0, (ree, rex) = ex
+            if self._first_e_step:
+                self._first_e_step = False
+                return resp, log_p, (stats, q0)
+            theta_old = np.concatenate([coef, intercept[..., None]], axis=2)
+            # a weak reference: rss() uses the moments only for this very resp
+            self._moments = (weakref.ref(resp), rows.copy(), theta_old, ree, rex, stats[1])
+            return resp, log_p, (stats, q0)
         A, n, k = rows.size, self.X.shape[1], P.gate_coef.shape[1]
         resp = np.empty((A, n, k))
         log_p = np.empty((A, n))
@@ -315,8 +334,27 @@ class _NumbaOps(_HostOps):
     def statistics(self, resp, rows):
         return self.nk._statistics(self.X, self.y, rows, self._c(resp))
 
+    def take(self, a, keep):
+        out = a[keep]
+        mom = self._moments
+        if mom is not None and mom[0]() is a:
+            # the active replications shrank: keep the moments of those that remain, so
+            # that each replication's path does not depend on the others in the batch
+            import weakref
+            self._moments = (weakref.ref(out), *(m[keep] for m in mom[1:]))
+        return out
+
     def rss(self, resp, theta, rows):
-        return self.nk._rss(self.X, self.y, rows, self._c(resp), self._c(theta))
+        theta = self._c(theta)
+        mom = self._moments
+        if mom is not None and mom[0]() is resp and np.array_equal(mom[1], rows):
+            out, ok = self.nk._rss_from_moments(*mom[3:5], mom[5], mom[2], theta)
+            redo = ~ok.all(axis=1)
+            if redo.any():
+                out[redo] = self.nk._rss(self.X, self.y, rows[redo], self._c(resp[redo]),
+                                         theta[redo])
+            return out
+        return self.nk._rss(self.X, self.y, rows, self._c(resp), theta)
 
     def q_eval(self, rows, resp, rpos, coef, intercept):
         return self.nk._softmax_q(self.X, rows, self._c(resp), rpos.astype(np.int64),
