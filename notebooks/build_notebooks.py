@@ -107,7 +107,7 @@ RATES = [
 Reproduce the exact-specified softmax result of Nguyen, Nguyen & Ho (NeurIPS 2023): the Voronoi
 loss D1 between the MLE and the true mixing measure shrinks like `n^{-1/2}`. A sweep fits 40 ×
 (sample sizes) models; here a small version runs in a temporary directory."""),
-    ("code", """import dataclasses, tempfile
+    ("code", """import tempfile
 from pathlib import Path
 import io
 import numpy as np
@@ -123,13 +123,15 @@ def show(fig):
     display(Image(buf.getvalue()))
 
 spec = spec_from_setup("softmax-exact", "quick")
-spec = dataclasses.replace(spec, replications=10)
-print(spec.setup, spec.sample_sizes, spec.replications, "replications")
+print(spec.setup, spec.sample_sizes, spec.replications, "replications, backend", spec.backend)
 workdir = Path(tempfile.mkdtemp())
 store = run_sweep(spec, workdir / "softmax-exact.sqlite", n_jobs=2, progress=False)
 print(len(store), "fits stored in", store.path.name)"""),
-    ("md", """The store is SQLite: one row per (fitted configuration, n, replication), committed as each
-fit finishes; re-running `run_sweep` with the same spec resumes. pandas reads it:"""),
+    ("md", """The 40 replications of each n are fitted together by batched EM on the Numba backend
+(`moestats.solvers.fit_em_batched`). The store is SQLite: one row per (fitted configuration,
+n, replication), committed as each batch finishes; re-running `run_sweep` with the same spec
+resumes, and the results do not depend on the batch size, the number of processes or the
+order. pandas reads it:"""),
     ("code", """df = store.to_frame()
 df[["fitted", "n", "replication", "status", "loss", "log_likelihood", "n_iter", "converged",
     "wall_time"]].head(8)"""),
@@ -145,8 +147,9 @@ show(fig)"""),
 with the 10–90% band over replications, the fitted line and the theory line `n^{-1/2}`. The right
 panel shows the slope over sliding windows of sample sizes: a polynomial rate shows as a flat
 profile near the fitted slope, a slower-than-polynomial one as a profile drifting towards 0.
-With few replications the interval is wide; the full sweep (`moestats run softmax-exact --full`)
-uses 200 sample sizes × 40 replications."""),
+The full sweep (`moestats run softmax-exact --full`: 200 sample sizes × 40 replications, n up
+to 10^5, about 40 s on 2 cores) narrows the interval to about ±0.01 around −0.50
+(`figures/softmax-exact-full*`)."""),
     ("code", """show(plot_parameter_errors(df, theory={"err_gate_coef": -0.5, "err_expert_coef": -0.5,
                                          "err_expert_intercept": -0.5, "err_expert_var": -0.5,
                                          "err_weight": -0.5}))"""),
