@@ -209,9 +209,9 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
         run_sweep(spec, {str(path)!r}, n_jobs=1, progress=False, batch_size=1)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 120
+    deadline = time.monotonic() + 120
     rows = 0
-    while time.time() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
         if path.exists():
             try:
