@@ -65,6 +65,13 @@ def _losses(config, truth, fitted_params, fitted_gate, X_density):
     return main, out, errors
 
 
+def _density_points(spec, X_density):
+    """The density error's X sample: the one given, else the spec's (None if not computed)."""
+    if X_density is None and spec.density_sample > 0:
+        return density_sample(spec)
+    return X_density
+
+
 def _empty_row(task) -> dict:
     return {"fitted": task.fitted, "n": int(task.n), "replication": int(task.replication),
             "status": "failed", "error": None, "loss": None, "losses": None, "errors": None,
@@ -113,8 +120,6 @@ def prepare_task(spec: SweepSpec, task: Task):
 def _finish_row(row, spec, config, fitted_params, fitted_gate, init, assignment, X_density,
                 log_likelihood, n_iter, converged):
     """Fill ``row`` with the losses and the fit's summary (``status="ok"``)."""
-    if X_density is None and spec.density_sample > 0:
-        X_density = density_sample(spec)
     main, losses, errors = _losses(config, spec.setup_obj.truth, fitted_params, fitted_gate,
                                    X_density)
     row.update(
@@ -139,6 +144,7 @@ def run_task(spec: SweepSpec, task: Task, X_density=None) -> dict:
     row = _empty_row(task)
     start_time = time.perf_counter()
     try:
+        X_density = _density_points(spec, X_density)
         config, gate, X, y, init, assignment, _ = prepare_task(spec, task)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -170,6 +176,7 @@ def run_batch(spec: SweepSpec, tasks, X_density=None) -> list:
         raise ValueError("a batch holds tasks of one fitted configuration and one n, got "
                          f"{sorted({(t.fitted, t.n) for t in tasks})}")
     start_time = time.perf_counter()
+    X_density = _density_points(spec, X_density)  # once for the batch, not per row
     rows = [_empty_row(t) for t in tasks]
     prepared, ok = [], []
     for i, task in enumerate(tasks):

@@ -44,6 +44,7 @@ Backends (``backend=``; :func:`moestats.backends.get_backend` resolves ``"auto"`
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,7 +298,6 @@ class _NumbaOps(_HostOps):
         objective, gradient and -Hessian at the current gate (``(stats, q0)``), and
         residual moments from which :meth:`rss` gets the next expert step's residual
         sums without another pass over the data."""
-        import weakref
         c = self._c
         self._moments = None
         if type(gate) is SoftmaxGate:
@@ -340,8 +340,7 @@ class _NumbaOps(_HostOps):
         if mom is not None and mom[0]() is a:
             # the active replications shrank: keep the moments of those that remain, so
             # that each replication's path does not depend on the others in the batch
-            import weakref
-            self._moments = (weakref.ref(out), *(m[keep] for m in mom[1:]))
+                self._moments = (weakref.ref(out), *(m[keep] for m in mom[1:]))
         return out
 
     def rss(self, resp, theta, rows):
