@@ -90,11 +90,19 @@ class Gate(BaseEstimator):
     newton = False
     #: whether the EM gate step maximises the observed likelihood (ECM) instead of Q
     ecm_gate_step = False
+    #: whether shifting x by a constant can be absorbed in the gate intercepts
+    #: (logits affine in x with every intercept free), so the data may be centred
+    shift_invariant = False
 
     # ------------------------------------------------------------ family hooks
     def _activate(self, z):
         """Activation :math:`\\sigma(z)` and its derivative :math:`\\sigma'(z)`."""
         return z, None  # identity; None means derivative 1
+
+    def _activate2(self, z):
+        """:math:`\\sigma(z), \\sigma'(z), \\sigma''(z)`; ``None`` for 1 and 0 (identity)."""
+        h, dh = self._activate(z)
+        return h, dh, None
 
     def _support(self, z, s):
         """Boolean mask of the selected experts, or ``None`` for all experts."""

@@ -12,23 +12,31 @@ __all__ = ["ActivationGate", "ACTIVATIONS"]
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
 
-def _tanh(z):
+def _tanh(z, second=False):
     t = np.tanh(z)
-    return t, 1.0 - t * t
+    d1 = 1.0 - t * t
+    return (t, d1, -2.0 * t * d1) if second else (t, d1)
 
 
-def _sigmoid(z):
+def _sigmoid(z, second=False):
     e = expit(z)
-    return e, e * (1.0 - e)
+    d1 = e * (1.0 - e)
+    return (e, d1, d1 * (1.0 - 2.0 * e)) if second else (e, d1)
 
 
-def _gelu(z):
+def _gelu(z, second=False):
     cdf = ndtr(z)
-    return z * cdf, cdf + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)
+    pdf = _INV_SQRT_2PI * np.exp(-0.5 * z * z)
+    h, d1 = z * cdf, cdf + z * pdf
+    return (h, d1, pdf * (2.0 - z * z)) if second else (h, d1)
 
 
-#: built-in activations: name -> function returning (sigma(z), sigma'(z))
+#: built-in activations: name -> function ``f(z, second=False)`` returning
+#: ``(sigma(z), sigma'(z))``, or ``(sigma, sigma', sigma'')`` with ``second=True``
 ACTIVATIONS = {"tanh": _tanh, "sigmoid": _sigmoid, "gelu": _gelu}
+
+#: relative step of the central difference that gives sigma'' of a user activation
+_FD_STEP = 1e-5
 
 
 class ActivationGate(Gate):
@@ -86,3 +94,18 @@ class ActivationGate(Gate):
         if act not in ACTIVATIONS:
             self.validate(1)
         return ACTIVATIONS[act](z)
+
+    def _activate2(self, z):
+        """:math:`\\sigma, \\sigma', \\sigma''`; for a user callable, :math:`\\sigma''`
+        is the central difference of ``activation_derivative`` (relative step 1e-5)."""
+        act = self.activation
+        if callable(act):
+            h, d1 = self._activate(z)
+            step = _FD_STEP * (1.0 + np.abs(z))
+            deriv = self.activation_derivative
+            d2 = (np.asarray(deriv(z + step), dtype=float)
+                  - np.asarray(deriv(z - step), dtype=float)) / (2.0 * step)
+            return h, d1, d2
+        if act not in ACTIVATIONS:
+            self.validate(1)
+        return ACTIVATIONS[act](z, second=True)

@@ -20,6 +20,7 @@ class SoftmaxGate(Gate):
 
     #: the gate step may use the exact Hessian of :func:`softmax_q_hessian`
     newton = True
+    shift_invariant = True
 
 
 def softmax_q_hessian(X, weights, row_mass):

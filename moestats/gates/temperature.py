@@ -27,6 +27,7 @@ class TemperatureGate(Gate):
     """
 
     has_temperature = True
+    shift_invariant = True
 
     def __init__(self, temperature=1.0, learn_temperature=False):
         self.temperature = temperature

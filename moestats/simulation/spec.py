@@ -21,6 +21,11 @@ Config format::
     tol = 1e-6
     max_iter = 2000
     backend = "numba"              # EM kernels: "numba" (default), "numpy" or "cupy"
+    certify_tol = 1e-3             # nats: a fit is converged only when certified (papers.md 3)
+
+    [space]                        # optional: the parameter space (default: papers.md 3)
+    var_bounds = [0.01, 100.0]
+    coef_bound = 100.0
 
     [quick]
     sample_sizes = { min = 100, max = 10000, num = 8 }   # log-spaced, rounded; or a list
@@ -42,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..setups import SETUPS, get_setup
+from ..solvers.space import THEORY_SPACE, ParameterSpace
 
 try:  # Python >= 3.11
     import tomllib
@@ -95,6 +101,12 @@ class SweepSpec:
         ``solver = "mle"`` fits task by task with :class:`~moestats.GaussianMoE`.
     density_sample : int
         Size of the fixed X sample for the Hellinger density error (0: skipped).
+    space : ParameterSpace
+        The parameter space :math:`\\Theta` of the constrained MLE (default
+        :data:`moestats.solvers.THEORY_SPACE`: variances in [0.01, 100], every gate and
+        expert coordinate in [-100, 100]).
+    certify_tol : float
+        Nats; a fit is counted as converged only when certified at this tolerance.
     start_gate_sd, start_expert_sd, start_var_sd : float
         Start noise scales of :func:`moestats.sampling.near_truth_init` (the papers'
         0.005, 0.05, 0.005); with ``start="near-truth-fixed"`` they are used as they
@@ -118,10 +130,14 @@ class SweepSpec:
     start_gate_sd: float = 0.005
     start_expert_sd: float = 0.05
     start_var_sd: float = 0.005
+    space: ParameterSpace = THEORY_SPACE
+    certify_tol: float = 1e-3
     form: str = "custom"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
+        if isinstance(self.space, dict):  # from as_dict() (e.g. in a worker process)
+            object.__setattr__(self, "space", ParameterSpace.from_dict(self.space))
         _check_spec(self)
 
     @property
@@ -143,6 +159,7 @@ class SweepSpec:
         from .. import __version__
         d = asdict(self)
         d.pop("extra")
+        d["space"] = self.space.as_dict()
         d["moestats_version"] = __version__
         d["fitted"] = list(self.fitted)
         d["sample_sizes"] = list(self.sample_sizes)
@@ -204,6 +221,10 @@ def _check_spec(spec):
         fail("solver.name", f"must be 'em' or 'mle', got {spec.solver!r}")
     if spec.backend not in BACKENDS:
         fail("solver.backend", f"must be one of {BACKENDS}, got {spec.backend!r}")
+    if not isinstance(spec.certify_tol, (int, float)) or not spec.certify_tol > 0:
+        fail("solver.certify_tol", f"must be a number > 0, got {spec.certify_tol!r}")
+    if not isinstance(spec.space, ParameterSpace):
+        fail("space", f"must be a ParameterSpace, got {spec.space!r}")
     if not isinstance(spec.tol, (int, float)) or not spec.tol > 0:
         fail("solver.tol", f"must be a number > 0, got {spec.tol!r}")
     if not isinstance(spec.max_iter, (int, np.integer)) or spec.max_iter < 1:
@@ -241,7 +262,7 @@ def _sample_sizes(value, where):
 
 
 _TOP_KEYS = {"setup", "fitted", "seed", "design", "start", "start_noise", "density_sample",
-             "solver", "quick", "full", "description", "figure"}
+             "solver", "space", "quick", "full", "description", "figure"}
 
 
 def _table(config, name, allowed):
@@ -269,7 +290,13 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
     setup = config["setup"]
     if setup not in SETUPS:
         raise ConfigError(f"config field 'setup': unknown setup {setup!r}; known: {sorted(SETUPS)}")
-    solver = _table(config, "solver", {"name", "tol", "max_iter", "backend"})
+    solver = _table(config, "solver", {"name", "tol", "max_iter", "backend", "certify_tol"})
+    space_table = _table(config, "space", {"var_bounds", "coef_bound", "temperature_bounds"})
+    try:
+        space = ParameterSpace.from_dict({**THEORY_SPACE.as_dict(), **space_table}) \
+            if space_table else THEORY_SPACE
+    except ValueError as exc:
+        raise ConfigError(f"config field 'space': {exc}") from exc
     if form not in config:
         raise ConfigError(f"config field {form!r}: missing (the [{form}] table)")
     table = _table(config, form, {"sample_sizes", "replications"})
@@ -287,6 +314,7 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
         design=config.get("design", "iid"), start=config.get("start", "near-truth"),
         solver=solver.get("name", "em"), tol=solver.get("tol", 1e-6),
         max_iter=solver.get("max_iter", 2000), backend=solver.get("backend", "numba"),
+        certify_tol=solver.get("certify_tol", 1e-3), space=space,
         density_sample=config.get("density_sample", 1000), form=form,
         start_gate_sd=noise.get("gate", 0.005), start_expert_sd=noise.get("expert", 0.05),
         start_var_sd=noise.get("var", 0.005),

@@ -22,6 +22,7 @@ COLUMNS = {
     "error": "TEXT", "loss": "REAL", "losses": "TEXT", "errors": "TEXT",
     "log_likelihood": "REAL", "n_iter": "INTEGER", "converged": "INTEGER",
     "wall_time": "REAL", "params": "TEXT", "init": "TEXT", "assignment": "TEXT",
+    "passes": "INTEGER", "certificate": "TEXT",
 }
 
 

@@ -1,6 +1,6 @@
 """Tasks of a sweep: simulate, fit from the papers' start, measure the losses.
 
-One task at a time (:func:`run_task`, through :class:`~moestats.GaussianMoE`) or
+One task at a time (:func:`run_task`) or
 the replications of one (configuration, n) at once (:func:`run_batch`, batched EM).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from ..estimator import GaussianMoE
 from ..losses import density_error, parameter_errors, voronoi_loss
 from ..sampling import GridDesign, near_truth_init, sample_conditional
-from ..solvers import fit_em_batched
+from ..solvers import fit_em_batched, fit_mle
 from .spec import SweepSpec, Task, task_seed
 
 __all__ = ["run_task", "run_batch", "prepare_task", "simulate_data", "LOSS_GAUGE"]
@@ -88,9 +88,8 @@ def prepare_task(spec: SweepSpec, task: Task):
 
     Returns ``(config, gate, X, y, init, assignment, var_floor)``: the data of the
     replication (:func:`simulate_data`), the papers' near-truth start drawn from the
-    task's own seed, and the variance floor that :class:`~moestats.GaussianMoE`
-    would use (``1e-6 var(y)``), so the batched and the per-task paths fit the same
-    problem.
+    task's own seed, and a variance floor of ``1e-6 var(y)`` (below the spec's
+    parameter space's lower variance bound in the papers' setups).
     """
     config = next(c for c in spec.fitted_configs() if c.name == task.fitted)
     truth = spec.setup_obj.truth
@@ -117,61 +116,61 @@ def prepare_task(spec: SweepSpec, task: Task):
     return config, gate, X, y, init, assignment, var_floor
 
 
-def _finish_row(row, spec, config, fitted_params, fitted_gate, init, assignment, X_density,
-                log_likelihood, n_iter, converged):
+def _finish_row(row, spec, config, trace, fitted_gate, init, assignment, X_density):
     """Fill ``row`` with the losses and the fit's summary (``status="ok"``)."""
+    fitted_params = trace.params
     main, losses, errors = _losses(config, spec.setup_obj.truth, fitted_params, fitted_gate,
                                    X_density)
+    cert = None if trace.certificate is None else trace.certificate.as_dict()
     row.update(
         status="ok", loss=float(main), losses=json.dumps(_jsonable(losses)),
-        errors=json.dumps(_jsonable(errors)), log_likelihood=float(log_likelihood),
-        n_iter=int(n_iter), converged=bool(converged),
+        errors=json.dumps(_jsonable(errors)), log_likelihood=float(trace.log_likelihood),
+        n_iter=int(trace.n_iter), converged=bool(trace.converged),
         params=json.dumps(fitted_params.as_dict()), init=json.dumps(init.as_dict()),
-        assignment=json.dumps(assignment.tolist()))
+        assignment=json.dumps(assignment.tolist()), passes=int(trace.passes),
+        certificate=json.dumps(_jsonable(cert)))
     return row
 
 
+def _fit(spec, gate, X, y, inits, floors):
+    """Fit replications of one configuration and n: the batched EM engine, or MLE."""
+    options = dict(var_floor=floors, space=spec.space, certify_tol=spec.certify_tol)
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        if spec.solver == "mle":
+            return [fit_mle(gate, X[r], y[r], inits[r], max_iter=spec.max_iter,
+                            var_floor=floors[r], space=spec.space,
+                            certify_tol=spec.certify_tol) for r in range(len(inits))]
+        return fit_em_batched(gate, X, y, inits, tol=spec.tol, max_iter=spec.max_iter,
+                              backend=spec.backend, on_error="record", **options)
+
+
 def run_task(spec: SweepSpec, task: Task, X_density=None) -> dict:
-    """Run one task with :class:`~moestats.GaussianMoE` and return its result row.
+    """Run one task and return its result row (:func:`run_batch` with one task).
 
     Never raises for a failed fit. The row holds: the task key, ``status``
     ("ok"/"failed"), ``error`` (the exception text of a failed fit), ``loss`` (the
     configuration's main loss), ``losses`` and ``errors`` (JSON: every loss and
-    per-parameter error), ``log_likelihood``, ``n_iter``, ``converged``,
-    ``wall_time`` (seconds), ``params`` and ``init`` (JSON :class:`MoEParams`) and
-    the start's cell ``assignment``.
+    per-parameter error), ``log_likelihood``, ``n_iter``, ``converged`` (certified),
+    ``passes`` (over the data), ``certificate`` (JSON), ``wall_time`` (seconds),
+    ``params`` and ``init`` (JSON :class:`MoEParams`) and the start's cell
+    ``assignment``.
     """
-    row = _empty_row(task)
-    start_time = time.perf_counter()
-    try:
-        X_density = _density_points(spec, X_density)
-        config, gate, X, y, init, assignment, _ = prepare_task(spec, task)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est = GaussianMoE(config.n_experts, gate=config.gate, solver=spec.solver,
-                              tol=spec.tol, max_iter=spec.max_iter, init=init).fit(X, y)
-        _finish_row(row, spec, config, est.params_, est.gate_, init, assignment, X_density,
-                    est.log_likelihood_, est.n_iter_, est.converged_)
-    except Exception as exc:  # a failed fit is a result, not a crash of the sweep
-        row["error"] = _error_text(exc)
-    row["wall_time"] = time.perf_counter() - start_time
-    return row
+    return run_batch(spec, [task], X_density)[0]
 
 
 def run_batch(spec: SweepSpec, tasks, X_density=None) -> list:
     """Run tasks of one (fitted configuration, n) together by batched EM.
 
-    The replications' data and starts are those of :func:`run_task`; they are fitted
-    at once by :func:`moestats.solvers.fit_em_batched` on ``spec.backend``, each with
-    its own stopping rule, so a replication's result does not depend on which others
-    share its batch. Returns one row per task (the fields of :func:`run_task`;
-    ``wall_time`` is the task's share of the batch's fit plus its own losses). A
-    replication that fails is stored as failed with its error; the others go on.
-    With ``spec.solver == "mle"`` the tasks run one by one through :func:`run_task`.
+    The replications' data and starts are drawn from their own seeds; they are fitted
+    at once by :func:`moestats.solvers.fit_em_batched` on ``spec.backend`` inside the
+    spec's parameter space and certified at ``spec.certify_tol``, each with its own
+    stopping rule, so a replication's result does not depend on which others share its
+    batch. Returns one row per task (the fields of :func:`run_task`; ``wall_time`` is
+    the task's share of the batch's fit plus its own losses). A replication that fails
+    is stored as failed with its error; the others go on. With ``spec.solver ==
+    "mle"`` the tasks are fitted one by one by :func:`moestats.solvers.fit_mle`.
     """
     tasks = list(tasks)
-    if spec.solver != "em":
-        return [run_task(spec, t, X_density) for t in tasks]
     if len({(t.fitted, t.n) for t in tasks}) > 1:
         raise ValueError("a batch holds tasks of one fitted configuration and one n, got "
                          f"{sorted({(t.fitted, t.n) for t in tasks})}")
@@ -189,12 +188,9 @@ def run_batch(spec: SweepSpec, tasks, X_density=None) -> list:
     if prepared:
         gate = prepared[0][1]
         try:
-            with np.errstate(over="ignore", under="ignore", divide="ignore"):
-                traces = fit_em_batched(
-                    gate, np.stack([p[2] for p in prepared]), np.stack([p[3] for p in prepared]),
-                    [p[4] for p in prepared], tol=spec.tol, max_iter=spec.max_iter,
-                    var_floor=np.array([p[6] for p in prepared]), backend=spec.backend,
-                    on_error="record")
+            traces = _fit(spec, gate, np.stack([p[2] for p in prepared]),
+                          np.stack([p[3] for p in prepared]), [p[4] for p in prepared],
+                          np.array([p[6] for p in prepared]))
         except Exception as exc:  # the whole batch failed (e.g. a backend error)
             for i in ok:
                 rows[i]["error"] = _error_text(exc)
@@ -206,8 +202,7 @@ def run_batch(spec: SweepSpec, tasks, X_density=None) -> list:
         try:
             if "error" in trace.events:
                 raise FloatingPointError(trace.events["error"])
-            _finish_row(rows[i], spec, config, trace.params, gate, init, assignment, X_density,
-                        trace.log_likelihood, trace.n_iter, trace.converged)
+            _finish_row(rows[i], spec, config, trace, gate, init, assignment, X_density)
         except Exception as exc:
             rows[i]["error"] = _error_text(exc)
         rows[i]["wall_time"] = fit_share + time.perf_counter() - own

@@ -1,55 +1,27 @@
-"""Expectation-maximisation for Gaussian mixtures of experts (a generalised EM).
+"""Expectation-maximisation for one data set: the engine of :mod:`.batched_em` with R = 1.
 
 One iteration, from parameters :math:`G^{(t)}`:
 
 1. E-step: :math:`r_{ij} = w_j(x_i)\\,\\mathcal N(y_i\\mid a_j^\\top x_i+b_j,\\nu_j)
    / p_{G^{(t)}}(y_i\\mid x_i)`, in log space.
-2. Expert step: weighted least squares and weighted variances
-   (:func:`moestats.experts.expert_m_step`), variances floored at ``var_floor``.
-3. Gate step: :func:`moestats.solvers.gate_step.gate_step`, which never decreases
-   its objective.
+2. Expert step: weighted least squares and weighted variances, inside the parameter
+   space (:mod:`moestats.solvers.expert_step`).
+3. Gate step: :mod:`moestats.solvers.gate_steps`, which never decreases its objective.
 
-Each step is a (conditional) maximisation of the EM surrogate or of the observed
-likelihood, so :math:`\\ell(G^{(t+1)}) \\ge \\ell(G^{(t)})`. Iterations stop when
-:math:`|\\ell^{(t+1)} - \\ell^{(t)}| \\le \\mathrm{tol}\\,|\\ell^{(t)}|`.
+Then the second-order finish and its certificate (:mod:`moestats.solvers.finish`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..experts import expert_m_step
-from ..likelihood import e_step, log_expert_density
-from .gate_step import gate_step
-from .trace import FitTrace
+from .batched_em import fit_em_batched
 
-__all__ = ["fit_em", "em_iteration"]
+__all__ = ["fit_em"]
 
 
-def em_iteration(gate, params, X, y, var_floor, *, resp=None, events=None,
-                 gate_max_iter=20):
-    """One EM iteration from ``params``; returns the new parameters.
-
-    ``resp`` may be passed when the E-step at ``params`` is already known.
-    ``events`` (a dict of sets) collects the numerical repairs of the expert step.
-    """
-    if resp is None:
-        resp, _ = e_step(gate, params, X, y)
-    coef, intercept, var, report = expert_m_step(
-        X, y, resp, params.expert_coef, params.expert_intercept, params.expert_var,
-        var_floor)
-    if events is not None:
-        events.setdefault("empty_experts", set()).update(report.empty)
-        events.setdefault("singular_experts", set()).update(report.singular)
-        events.setdefault("floored_variances", set()).update(report.floored)
-    params = params.replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
-    log_expert = log_expert_density(params, X, y) if gate.ecm_gate_step else None
-    return gate_step(gate, params, X, resp, log_expert, max_iter=gate_max_iter)
-
-
-def fit_em(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
-           gate_max_iter=20):
-    """Fit by EM from ``init``.
+def fit_em(gate, X, y, init, **options):
+    """Fit one data set by EM from ``init`` (:func:`fit_em_batched` with R = 1).
 
     Parameters
     ----------
@@ -57,32 +29,26 @@ def fit_em(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
     X : ndarray (n, d)
     y : ndarray (n,)
     init : MoEParams
-        Starting parameters.
-    tol : float
-        Relative change of the log-likelihood that stops the iterations.
-    max_iter : int
-    var_floor : float
-        Lower bound on the expert variances.
-    gate_max_iter : int
-        Inner iterations of each gate step.
+    **options
+        Keyword options of :func:`moestats.solvers.fit_em_batched` (``tol``,
+        ``max_iter``, ``var_floor``, ``space``, ``certify``, ``certify_tol``,
+        ``backend``, ...).
 
     Returns
     -------
     FitTrace
-        ``log_likelihoods[t]`` is the observed log-likelihood after ``t`` iterations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moestats import get_setup, SoftmaxGate
+    >>> truth = get_setup("softmax-exact").truth
+    >>> X, y = truth.sample(1000, np.random.default_rng(0))
+    >>> fit_em(SoftmaxGate(), X, y, truth.params).converged
+    True
     """
-    params = init
-    events: dict = {}
-    resp, log_p = e_step(gate, params, X, y)
-    lls = [float(log_p.sum())]
-    converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        params = em_iteration(gate, params, X, y, var_floor, resp=resp, events=events,
-                              gate_max_iter=gate_max_iter)
-        resp, log_p = e_step(gate, params, X, y)
-        lls.append(float(log_p.sum()))
-        if abs(lls[-1] - lls[-2]) <= tol * abs(lls[-2]):
-            converged = True
-            break
-    return FitTrace(params, np.asarray(lls), n_iter, converged, events)
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"X must be (n, d) and y (n,); got shapes {X.shape} and {y.shape}")
+    return fit_em_batched(gate, X[None], y[None], [init], **options)[0]

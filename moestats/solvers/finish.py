@@ -1,0 +1,211 @@
+"""Second-order finish and certificate of a fit (papers.md section 3).
+
+EM is monotone but, in singular regimes (over-specified fits, top-K, learned
+temperature), sublinear: it makes tiny steps far from the maximum, and a small
+relative change of the likelihood is no evidence of convergence. The finish
+maximises the observed log-likelihood from EM's endpoint by trust-region Newton with
+its exact Hessian (:func:`moestats.solvers.newton.newton_ascent`, on the
+free-parameter vector of :class:`~moestats.solvers.batched_params.ParamLayout`, inside
+the parameter space's box), and ends with the stationarity certificate of
+:mod:`moestats.solvers.certify`. For the top-K family the likelihood is only
+piecewise smooth in the gate slopes :math:`\\beta_1` (the selection moves with them, and
+at a selection boundary the likelihood jumps, so its maximum over :math:`\\beta_1` can
+sit at a kink where no gradient vanishes). Rounds of Newton (on every coordinate, then
+on all but :math:`\\beta_1`) alternate with exact line searches of the selection
+boundaries along every slope coordinate
+(:func:`moestats.solvers.selection_search.selection_line_search`) until the searches
+gain less than a tenth of ``certify_tol``. The certificate of a top-K fit is then the
+second-order certificate with :math:`\\beta_1` held fixed, plus the last boundary
+search's gain (``Certificate.boundary_gain``) below ``certify_tol``: a maximum over
+every smooth direction and over every slope coordinate, not over every direction of
+:math:`\\beta_1` at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..gates import TopKGate
+from .batched_params import ParamLayout
+from .certify import certify, free_coordinates, negative_curvature
+from .derivatives import observed_derivatives, observed_loglik
+from .newton import newton_ascent
+
+__all__ = ["newton_finish", "probe_negative_curvature", "MAX_SELECTION_ROUNDS"]
+
+#: probes of a negative-curvature direction: predicted curvature gains of
+#: certify_tol * 4**m, m = 0..PROBE_STEPS-1, in both directions
+PROBE_STEPS = 11
+
+#: rounds of (Newton, boundary search) for the top-K family
+MAX_SELECTION_ROUNDS = 20
+
+
+def probe_negative_curvature(value, theta, grad, hess, lo, hi, certify_tol):
+    """Follow the information's negative-curvature direction on the likelihood itself.
+
+    For every replication whose observed information has a negative eigenvalue
+    :math:`\\lambda` beyond rounding, the likelihood is evaluated at
+    :math:`\\theta \\pm t_m v` (clipped to the box), with
+    :math:`t_m = \\sqrt{2\\,\\mathrm{tol}\\,4^m/|\\lambda|}`, :math:`m = 0, \\dots,` ``PROBE_STEPS`` - 1,
+    steps whose predicted curvature gain :math:`|\\lambda| t^2/2` runs from ``certify_tol``
+    to about :math:`10^6` times it.
+
+    Returns
+    -------
+    theta : ndarray (A, p)
+        The best probe where it raised the likelihood by more than ``certify_tol``
+        (the fit goes on from there), else unchanged.
+    escaped : ndarray (A,) of bool
+        Replications moved off a saddle.
+    probed : ndarray (A,) of bool
+        Replications with a negative curvature that no probe could climb.
+    passes : ndarray (A,) of int
+    """
+    A, p = theta.shape
+    free = free_coordinates(theta, grad, lo, hi)
+    eig, direction = negative_curvature(grad, hess, free)
+    todo = np.nonzero(np.any(direction != 0, axis=1))[0]
+    escaped = np.zeros(A, dtype=bool)
+    probed = np.zeros(A, dtype=bool)
+    passes = np.zeros(A, dtype=int)
+    theta = theta.copy()
+    if not todo.size:
+        return theta, escaped, probed, passes
+    base = value(theta[todo], todo)
+    best = base.copy()
+    best_theta = theta[todo].copy()
+    for m in range(PROBE_STEPS):
+        t = np.sqrt(2.0 * certify_tol * 4.0 ** m / np.abs(eig[todo]))
+        for sign in (1.0, -1.0):
+            cand = np.clip(theta[todo] + sign * t[:, None] * direction[todo], lo[todo], hi[todo])
+            with np.errstate(all="ignore"):
+                v = value(cand, todo)
+            passes[todo] += 1
+            better = np.isfinite(v) & (v > best)
+            best[better] = v[better]
+            best_theta[better] = cand[better]
+    escaped[todo] = best > base + certify_tol
+    probed[todo] = ~escaped[todo]
+    theta[todo] = np.where(escaped[todo, None], best_theta, theta[todo])
+    return theta, escaped, probed, passes
+
+
+def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3):
+    """Maximise the observed likelihood of R replications from ``P``; certify the endpoints.
+
+    Parameters
+    ----------
+    gate : Gate
+    X : ndarray (R, n, d)
+    y : ndarray (R, n)
+    P : BatchedParams
+        Starting parameters (updated in place to the endpoints).
+    lo, hi : ndarray (p,) or (R, p)
+        Box of the free-parameter vector (:meth:`ParameterSpace.box`).
+    max_iter : int
+        Newton steps at most (per round).
+    certify_tol : float
+        Nats; see :mod:`moestats.solvers.certify`.
+
+    Returns
+    -------
+    values : list of lists
+        Accepted log-likelihoods per replication (the first is the start's).
+    passes : ndarray (R,)
+        Passes over the data used.
+    certificates : list of Certificate
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moestats import get_setup, SoftmaxGate
+    >>> from moestats.solvers.batched_params import BatchedParams, ParamLayout
+    >>> truth = get_setup("softmax-exact").truth
+    >>> X, y = truth.sample(2000, np.random.default_rng(0))
+    >>> P = BatchedParams.stack([truth.params])
+    >>> lo, hi = np.full(8, -np.inf), np.full(8, np.inf)
+    >>> values, passes, certs = newton_finish(SoftmaxGate(), X[None], y[None], P, lo, hi)
+    >>> certs[0].certified, values[0][-1] >= values[0][0]
+    (True, True)
+    """
+    R, n, d = X.shape
+    k = P.gate_coef.shape[1]
+    L = ParamLayout(gate, k, d)
+    lo = np.broadcast_to(lo, (R, L.size))
+    hi = np.broadcast_to(hi, (R, L.size))
+    template = P.copy()
+    theta = np.clip(L.pack(P), lo, hi)
+
+    def derivs(th, idx):
+        return observed_derivatives(gate, X[idx], y[idx], L.unpack(th, template.take(idx)))
+
+    def value(th, idx):
+        return observed_loglik(gate, X[idx], y[idx], L.unpack(th, template.take(idx)))
+
+    values = [[] for _ in range(R)]
+    passes = np.zeros(R, dtype=int)
+    all_rows = np.arange(R)
+
+    def ascend(theta, lo_, hi_, max_rejections=30):
+        res = newton_ascent(derivs, value, theta, lo_, hi_, max_iter=max_iter,
+                            stop_gain=0.1 * certify_tol, max_rejections=max_rejections)
+        passes[:] += res.passes
+        for r in range(R):
+            values[r].extend(res.values[r][0 if not values[r] else 1:])
+        return res
+
+    def escape_saddles(res, lo_, hi_):
+        probed = np.zeros(R, dtype=bool)
+        for _ in range(MAX_SELECTION_ROUNDS):
+            theta, escaped, probed, used = probe_negative_curvature(
+                value, res.theta, res.grad, res.hess, lo_, hi_, certify_tol)
+            passes[:] += used
+            if not escaped.any():
+                break
+            res = ascend(theta, lo_, hi_)
+        return res, probed
+
+    if not (isinstance(gate, TopKGate) and k > 1):
+        res, probed = escape_saddles(ascend(theta, lo, hi), lo, hi)
+        P.put(all_rows, L.unpack(res.theta, template))
+        return values, passes, certify(res.grad, res.hess, res.theta, lo, hi, certify_tol,
+                                       passes, probed)
+
+    from .gate_steps import _move_selection
+    slopes = L.gate_slope
+
+    def slopes_fixed(theta):
+        lo_f, hi_f = lo.copy(), hi.copy()
+        lo_f[:, slopes] = hi_f[:, slopes] = theta[:, slopes]
+        return lo_f, hi_f
+
+    boundary_gain = np.full(R, np.inf)
+    for _ in range(MAX_SELECTION_ROUNDS):
+        # Newton on every coordinate (it moves the selection too), then on all but the
+        # gate slopes (smooth: certifiable), then exact searches of the boundaries
+        theta = ascend(theta, lo, hi, max_rejections=8).theta
+        res = ascend(theta, *slopes_fixed(theta))
+        moved = L.unpack(res.theta, template)
+        passes[:] += _move_selection(gate, X, y, moved, lo, hi, max_sweeps=2)
+        theta = L.pack(moved)
+        after = value(theta, all_rows)
+        passes[:] += 1
+        boundary_gain = np.maximum(after - res.value, 0.0)
+        for r in np.nonzero(boundary_gain > 0)[0]:
+            values[r].append(float(after[r]))
+        if not np.any(boundary_gain > 0.1 * certify_tol):
+            break
+    lo_f, hi_f = slopes_fixed(theta)
+    res, probed = escape_saddles(ascend(theta, lo_f, hi_f), lo_f, hi_f)
+    P.put(all_rows, L.unpack(res.theta, template))
+    certs = certify(res.grad, res.hess, res.theta, lo_f, hi_f, certify_tol, passes, probed)
+    n_slopes = slopes.stop - slopes.start
+    for r, cert in enumerate(certs):
+        cert.n_active_bounds = max(0, cert.n_active_bounds - n_slopes)
+        cert.boundary_gain = float(boundary_gain[r])
+        if boundary_gain[r] > certify_tol and cert.certified:
+            cert.certified = False
+            cert.reason = (f"moving the selection boundaries still gained "
+                           f"{boundary_gain[r]:.3g} nats in the last round")
+    return values, passes, certs

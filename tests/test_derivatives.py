@@ -1,0 +1,90 @@
+"""Exact gradient and Hessian of the observed log-likelihood and of Q, for every gate family,
+against central finite differences (of the value for gradients, of the analytic gradient
+for Hessians)."""
+
+import numpy as np
+import pytest
+
+from moestats import TopKGate
+from moestats.solvers import BatchedParams, ParamLayout
+from moestats.solvers.derivatives import (gate_forward, gate_objective_derivatives,
+                                          observed_derivatives, observed_loglik)
+
+from conftest import GATE_CASES, params_for
+
+A, N, D, K = 2, 250, 2, 3
+EPS = 1e-5
+
+
+def _setup(name, rng):
+    gate = GATE_CASES[name]
+    X = rng.normal(size=(A, N, D))
+    y = rng.normal(size=(A, N))
+    P = BatchedParams.stack([params_for(gate, K, D, rng) for _ in range(A)])
+    return gate, X, y, P, ParamLayout(gate, K, D)
+
+
+def _central(f, theta, q):
+    plus, minus = theta.copy(), theta.copy()
+    plus[:, q] += EPS
+    minus[:, q] -= EPS
+    return [(a - b) / (2 * EPS) for a, b in zip(f(plus), f(minus))]
+
+
+def _rel(a, b):
+    return np.abs(a - b).max() / max(1e-12, np.abs(b).max())
+
+
+@pytest.mark.parametrize("name", sorted(GATE_CASES))
+def test_observed_gradient_and_hessian_match_finite_differences(name, rng):
+    gate, X, y, P, L = _setup(name, rng)
+    theta = L.pack(P)
+    value, grad, hess = observed_derivatives(gate, X, y, P)
+    np.testing.assert_allclose(value, observed_loglik(gate, X, y, P), rtol=1e-13)
+    np.testing.assert_allclose(hess, hess.transpose(0, 2, 1), rtol=0, atol=1e-10)
+    g_fd = np.zeros_like(grad)
+    h_fd = np.zeros_like(hess)
+    for q in range(L.size):
+        dv, dg = _central(lambda t: observed_derivatives(gate, X, y, L.unpack(t, P), 1)[:2],
+                          theta, q)
+        g_fd[:, q], h_fd[:, :, q] = dv, dg
+    assert _rel(grad, g_fd) < 1e-7
+    assert _rel(hess, h_fd) < 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(GATE_CASES))
+def test_gate_only_derivatives_are_the_gate_block(name, rng):
+    gate, X, y, P, L = _setup(name, rng)
+    value, grad, hess = observed_derivatives(gate, X, y, P)
+    v2, g2, h2 = observed_derivatives(gate, X, y, P, gate_only=True)
+    m = L.n_gate
+    np.testing.assert_allclose(v2, value, rtol=1e-14)
+    np.testing.assert_allclose(g2, grad[:, :m], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h2, hess[:, :m, :m], rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(GATE_CASES))
+def test_q_gradient_and_hessian_match_finite_differences(name, rng):
+    gate, X, y, P, L = _setup(name, rng)
+    resp = rng.dirichlet(np.ones(K), size=(A, N)) * rng.uniform(0.5, 1.5, size=(A, N, 1))
+    if isinstance(gate, TopKGate):  # Q is finite only where the responsibilities are selected
+        resp = np.where(np.isfinite(gate_forward(gate, X, P)[5]), resp, 0.0)
+    m = L.n_gate
+    full = L.pack(P)
+
+    def at(t):
+        return gate_objective_derivatives(gate, X, resp, L.unpack(
+            np.concatenate([t, full[:, m:]], axis=1), P))
+
+    value, grad, hess = at(full[:, :m])
+    if m == 0:
+        return
+    g_fd = np.zeros_like(grad)
+    h_fd = np.zeros_like(hess)
+    for q in range(m):
+        dv, dg = _central(lambda t: at(t)[:2], full[:, :m], q)
+        g_fd[:, q], h_fd[:, :, q] = dv, dg
+    assert _rel(grad, g_fd) < 1e-7
+    assert _rel(hess, h_fd) < 1e-6
+    np.testing.assert_allclose(
+        gate_objective_derivatives(gate, X, resp, P, order=0)[0], value, rtol=1e-14)
