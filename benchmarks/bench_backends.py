@@ -10,11 +10,13 @@ Parts (issue 5, "Benchmark"):
 
 1. **Grid.** Time per EM iteration per sample (seconds per sample-iteration) of
 
-   - ``numpy_ref``: the sequential NumPy reference, ``m`` chained calls of
-     ``em_iteration(gate, params, X, y, var_floor)`` (E-step included: the work of one
-     pass of ``fit_em``'s loop) on replication 0;
+   - ``numpy_ref``: the NumPy reference, i.e. the engine on one data set,
+     ``fit_em(..., backend="numpy", tol=0, max_iter=m, certify=False)`` on
+     replication 0, divided by ``m`` (the sequential ``em_iteration`` of earlier
+     versions is gone: ``fit_em`` is now ``fit_em_batched`` with R = 1);
    - ``numba_r1``: ``fit_em_batched(..., backend="numba")`` on replication 0 alone,
-     ``tol=0, max_iter=m`` (a fixed number of iterations), divided by ``m``;
+     ``tol=0, max_iter=m, certify=False`` (a fixed number of EM iterations, no
+     second-order finish), divided by ``m``;
    - ``numpy_r40`` / ``numba_r40``: ``fit_em_batched`` on R = 40 replications, divided
      by ``m * R``;
 
@@ -24,9 +26,10 @@ Parts (issue 5, "Benchmark"):
    k = 4; X ~ U[-1, 1]^d) and every fit starts at ``near_truth_init`` (the sweeps'
    start).
 2. **40 fits.** The softmax-exact setup at n = 1e4: 40 replications (near-truth
-   starts, tol 1e-6, max_iter 2000) fitted by one ``fit_em_batched`` call (Numba,
-   and NumPy) and by 40 sequential ``fit_em`` calls: wall times, iteration counts and
-   the largest parameter difference.
+   starts, tol 1e-6, max_iter 2000, the certifying finish on, as every fit now ends)
+   fitted by one ``fit_em_batched`` call (Numba, and NumPy) and by 40 sequential
+   ``fit_em`` calls (NumPy): wall times, iteration counts, passes, certificates and the
+   largest parameter difference.
 3. **Peak memory** of the batched Numba fit at R = 40, n = 1e5, k = 4, d = 1 (the
    softmax-over setup, k = 4 fitted to the k* = 2 truth), in a spawned child process,
    run first while this process is still small: the child's peak resident set (VmHWM
@@ -89,7 +92,6 @@ from moestats.sampling import near_truth_init  # noqa: E402
 from moestats.setups import get_setup  # noqa: E402
 from moestats.solvers import fit_em  # noqa: E402
 from moestats.solvers.batched_em import fit_em_batched  # noqa: E402
-from moestats.solvers.em import em_iteration  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "bench_backends.json"
 DATA_SEED = 20240612
@@ -196,10 +198,10 @@ class Clock:
 
 
 def ref_chain(gate, params, X, y, floor, m):
-    """m iterations of the NumPy reference (each with its E-step), as in fit_em's loop."""
-    for _ in range(m):
-        params = em_iteration(gate, params, X, y, floor)
-    return params
+    """m EM iterations of the NumPy reference: the engine on one data set (``fit_em``,
+    NumPy backend, no finish); returns the final parameters."""
+    return fit_em(gate, X, y, params, tol=0.0, max_iter=m, var_floor=floor,
+                  certify=False, backend="numpy").params
 
 
 def max_param_diff(a: MoEParams, b: MoEParams) -> float:
@@ -235,11 +237,11 @@ def numba_setup(threads, log):
     X, y, inits, floors = make_batch(truth, 2, 300, 2, ("warmup",))
     t0 = time.perf_counter()
     fit_em_batched(SoftmaxGate(), X, y, inits, tol=0.0, max_iter=2, var_floor=floors,
-                   backend="numba")
+                   backend="numba", certify=False)
     t_first = time.perf_counter() - t0
     t0 = time.perf_counter()
     fit_em_batched(SoftmaxGate(), X, y, inits, tol=0.0, max_iter=2, var_floor=floors,
-                   backend="numba")
+                   backend="numba", certify=False)
     t_second = time.perf_counter() - t0
     stats = {}
     for name in dir(nk):
@@ -276,13 +278,16 @@ def bench_grid(cfg, clock, waiter, log):
                     lambda: ref_chain(gate, inits[0], X[0], y[0], floors[0], m), m * n)
                 res["numba_r1"], tr1 = clock(
                     lambda: fit_em_batched(gate, X1, y1, inits[:1], tol=0.0, max_iter=m,
-                                           var_floor=floors[:1], backend="numba"), m * n)
+                                           var_floor=floors[:1], backend="numba",
+                                           certify=False), m * n)
                 res["numpy_r40"], trn = clock(
                     lambda: fit_em_batched(gate, X, y, inits, tol=0.0, max_iter=m,
-                                           var_floor=floors, backend="numpy"), m * n * R_BATCH)
+                                           var_floor=floors, backend="numpy", certify=False),
+                    m * n * R_BATCH)
                 res["numba_r40"], trb = clock(
                     lambda: fit_em_batched(gate, X, y, inits, tol=0.0, max_iter=m,
-                                           var_floor=floors, backend="numba"), m * n * R_BATCH)
+                                           var_floor=floors, backend="numba", certify=False),
+                    m * n * R_BATCH)
                 ref = res["numpy_ref"]["per_unit_s"]
                 case = {
                     "n": n, "k": k, "d": d, "iters": m, "R": R_BATCH,
@@ -350,11 +355,16 @@ def bench_fit40(cfg, waiter, log):
                                        for b, s in zip(bat, seq)),
             "n_iter_equal": int(sum(b.n_iter == s.n_iter for b, s in zip(bat, seq))),
             "converged_equal": int(sum(b.converged == s.converged for b, s in zip(bat, seq))),
+            "certified": int(sum(bool(b.converged) for b in bat)),
+            "passes": {"median": float(np.median([b.passes for b in bat])),
+                       "max": int(max(b.passes for b in bat))},
         }
     its = np.array([s.n_iter for s in seq])
     out["sequential_n_iter"] = {"min": int(its.min()), "median": float(np.median(its)),
                                 "max": int(its.max()), "total": int(its.sum())}
-    out["sequential_converged"] = int(sum(s.converged for s in seq))
+    out["sequential_converged"] = int(sum(s.converged for s in seq))   # certified
+    out["sequential_passes"] = {"median": float(np.median([s.passes for s in seq])),
+                                "max": int(max(s.passes for s in seq))}
     nb, npb = out["batched_numba"], out["batched_numpy"]
     log(f"40 fits (softmax-exact, n={n}, R={R}): sequential fit_em {out['sequential_fit_em_s']:.2f} s "
         f"({out['sequential_n_iter']['total']} iterations in all, max {its.max()}); batched numba "
@@ -404,7 +414,7 @@ def _memory_child(conf, queue):
             t = true_model_k(2, 1)
             Xw, yw, iw, fw = make_batch(t, 2, 300, 2, ("warmup",))
             fit_em_batched(SoftmaxGate(), Xw, yw, iw, tol=0.0, max_iter=1, var_floor=fw,
-                           backend="numba")
+                           backend="numba", certify=False)
             stage("after_numba_warmup")
         setup = get_setup("softmax-over")
         truth = setup.truth
@@ -424,8 +434,10 @@ def _memory_child(conf, queue):
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         t0 = time.perf_counter()
+        # EM iterations only (certify=False): the finish's derivatives are NumPy
+        # code in bounded chunks and would dominate the time of this part
         traces = fit_em_batched(SoftmaxGate(), X, y, inits, tol=TOL, max_iter=conf["iters"],
-                                var_floor=floors, backend=conf["backend"])
+                                var_floor=floors, backend=conf["backend"], certify=False)
         out["fit_s_under_tracemalloc"] = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
@@ -500,7 +512,8 @@ def bench_threads(cfg, nk, clock, waiter, default_threads, log):
             busy, waited = waiter()
             nk.set_num_threads(threads)
             t, _ = clock(lambda: fit_em_batched(gate, X, y, inits, tol=0.0, max_iter=m,
-                                                var_floor=floors, backend="numba"),
+                                                var_floor=floors, backend="numba",
+                                                certify=False),
                          m * n * R_BATCH)
             t["other_processes_cores_before"] = busy
             t["waited_for_quiet_s"] = waited
@@ -530,7 +543,8 @@ def bench_crossover(cfg, waiter, numba_threads, log):
             X, y, inits, floors = make_batch(truth, k, n, 1, ("crossover",))
             ref, _ = clock(lambda: ref_chain(gate, inits[0], X[0], y[0], floors[0], m), m * n)
             nb, _ = clock(lambda: fit_em_batched(gate, X, y, inits, tol=0.0, max_iter=m,
-                                                 var_floor=floors, backend="numba"), m * n)
+                                                 var_floor=floors, backend="numba",
+                                                 certify=False), m * n)
             # whole fits from the near-truth start (tol 1e-6): per-fit overheads included
             ref_fit, tr_ref = clock(lambda: fit_em(gate, X[0], y[0], inits[0], tol=TOL,
                                                    max_iter=MAX_ITER, var_floor=floors[0]), 1)
@@ -593,7 +607,7 @@ def profile_numba(cfg, nk, waiter, top=15):
         t0 = time.perf_counter()
         prof.enable()
         fit_em_batched(gate, X, y, inits, tol=0.0, max_iter=m, var_floor=floors,
-                       backend="numba")
+                       backend="numba", certify=False)
         prof.disable()
         wall = time.perf_counter() - t0
     finally:
@@ -674,8 +688,9 @@ def code_state():
     out["uncommitted_moestats_files"] = status.splitlines() if status else []
     out["sha256"] = {}
     for rel in ("moestats/solvers/batched_em.py", "moestats/backends/numba_kernels.py",
-                "moestats/solvers/em.py", "moestats/solvers/gate_step.py",
-                "moestats/backends/__init__.py"):
+                "moestats/backends/host_ops.py", "moestats/solvers/em.py",
+                "moestats/solvers/gate_steps.py", "moestats/solvers/expert_step.py",
+                "moestats/solvers/finish.py", "moestats/backends/__init__.py"):
         with contextlib.suppress(OSError):
             out["sha256"][rel] = hashlib.sha256((root / rel).read_bytes()).hexdigest()[:16]
     return out
@@ -693,7 +708,7 @@ def write_markdown(result, path: Path):
     md.write(f"# Backend benchmark ({'quick' if c['quick'] else 'full'} run, "
              f"{m['timestamp_utc']})\n\n")
     nb = result["numba"]
-    md.write(f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs; Python {m['python']}, numpy "
+    md.write(f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs (nproc {m.get('nproc')}); Python {m['python']}, numpy "
              f"{m['numpy']}, scipy {m['scipy']}, numba {m['numba']}, moestats {m['moestats']}; "
              f"BLAS threads {c['blas_threads']}; Numba threads {c['numba_threads']} (threading "
              f"layer {nb['threading_layer']}); load average at start/end "
@@ -714,8 +729,10 @@ def write_markdown(result, path: Path):
                  f"{fmt_ns(s['numba_r40'])} | {sp['numba_r1']:.1f}x | {sp['numpy_r40']:.1f}x | "
                  f"{sp['numba_r40']:.1f}x | {'' if busy is None else round(busy, 2)} |\n")
     md.write("\nSpeed-up = numpy ref time / backend time, per sample-iteration. numpy ref: "
-             "chained `em_iteration` calls (E-step included); the others: `fit_em_batched(..., "
-             "tol=0, max_iter=iters)` divided by iters (and by R); all from near-truth starts. "
+             "the engine on one data set, `fit_em(..., backend='numpy', tol=0, max_iter=iters, "
+             "certify=False)`; the others: `fit_em_batched(..., tol=0, max_iter=iters, "
+             "certify=False)`; each divided by iters (and by R), so one extra E-step (at the "
+             "start) is spread over the iterations; all from near-truth starts. "
              "'other procs' is the largest, over the four measurements of the row, average "
              "number of cores other processes used meanwhile: well above 0 means the row is "
              "inflated.\n")
@@ -743,8 +760,13 @@ def write_markdown(result, path: Path):
                  f"{b['max_abs_loglik_diff']:.2e} | {b['n_iter_equal']}/{f40['R']} | "
                  f"{'' if busy is None else round(busy, 2)} |\n")
     it = f40["sequential_n_iter"]
-    md.write(f"\nIterations per fit: min {it['min']}, median {it['median']:.0f}, max {it['max']}; "
-             f"{f40['sequential_converged']}/{f40['R']} converged.\n")
+    md.write(f"\nEM iterations per fit: min {it['min']}, median {it['median']:.0f}, max {it['max']}; "
+             f"{f40['sequential_converged']}/{f40['R']} certified (sequential), "
+             + ", ".join(f"{f40['batched_' + b]['certified']}/{f40['R']} ({b})"
+                         for b in ("numba", "numpy"))
+             + f"; passes per fit (sequential) median {f40['sequential_passes']['median']:.0f}, "
+             f"max {f40['sequential_passes']['max']}. Every fit ends with the certifying "
+             "second-order finish (NumPy code on every backend).\n")
 
     md.write("\n## Peak memory (spawned child, softmax-over setup, k = 4)\n\n"
              "| backend | R | n | iters | data (X, y) MiB | child peak RSS (VmHWM) MiB | "

@@ -13,13 +13,18 @@ For every n in {1e3, 1e4, 1e5}, k in {2, 3} and d in {1, 5} it
 2. builds the k-means start exactly as ``GaussianMoE(init="kmeans")`` does
    (k-means on standardised (x, y), labels smoothed by 0.2, one M-step), checks that
    it equals :func:`moestats.solvers.kmeans_init`, and keeps the smoothed labels;
-3. times one EM iteration, ``em_iteration(gate, params, X, y, var_floor)`` with the
-   E-step at ``params`` included (exactly the work of one pass of ``fit_em``'s loop),
-   at the start and at the fitted solution (median over repetitions), with a
-   breakdown into E-step / expert M-step / gate step;
+3. times one EM iteration of the engine (NumPy backend) from ``params``: the median of
+   ``fit_em(gate, X, y, params, tol=0, max_iter=1, certify=False)`` minus the median
+   of the same call with ``max_iter=0`` (which does only the E-step at ``params`` and
+   the set-up), i.e. expert step + gate step + E-step, the work of one pass of the
+   engine's loop, at the start and at the fitted solution, with a breakdown into
+   E-step / expert step / gate step (the engine's own ``NumpyOps.e_step``,
+   ``expert_step`` and ``gate_step_batched``);
 4. times the full fit ``GaussianMoE(k, gate="softmax", solver="em", tol=1e-6,
    max_iter=2000, init=<that start>).fit(X, y)`` (median over repetitions) and records
-   ``n_iter_``, ``log_likelihood_`` and ``converged_``;
+   ``n_iter_``, ``log_likelihood_`` and ``converged_`` (since the certified engine, a
+   fit is EM to ``tol`` plus the second-order finish and the stationarity
+   certificate, and ``converged_`` is the certificate's verdict);
 5. if ``Rscript`` and the R package flexmix are available, fits the same data with
    ``flexmix(y ~ x1 + ..., k, cluster = <the same smoothed labels>,
    model = FLXMRglm("gaussian"), concomitant = FLXPmultinom(~ x1 + ...),
@@ -60,9 +65,13 @@ from sklearn.cluster import KMeans
 
 import moestats
 from moestats import GaussianMoE, MoEParams, SoftmaxGate, TrueModel, UniformDesign
-from moestats.experts import expert_m_step
-from moestats.likelihood import e_step, log_likelihood
-from moestats.solvers import em_iteration, fit_em, gate_step, init_from_responsibilities, kmeans_init
+from moestats.backends.ops import make_ops
+from moestats.likelihood import log_likelihood
+from moestats.solvers import (ParameterSpace, ParamLayout, fit_em, init_from_responsibilities,
+                              kmeans_init)
+from moestats.solvers.batched_params import as_batched
+from moestats.solvers.expert_step import expert_step
+from moestats.solvers.gate_steps import gate_step_batched
 from moestats.solvers.init import LABEL_SMOOTHING
 
 HERE = Path(__file__).resolve().parent
@@ -140,20 +149,51 @@ def time_call(fn, *, min_time, min_reps=5, max_reps=200, warmup=1):
             "reps": int(arr.size)}
 
 
+def em_iterations(gate, params, X, y, floor, m):
+    """``m`` iterations of the engine (NumPy backend, no finish) from ``params``."""
+    return fit_em(gate, X, y, params, tol=0.0, max_iter=m, var_floor=floor, certify=False,
+                  backend="numpy")
+
+
 def time_em_iteration(gate, params, X, y, floor, min_time):
-    """One EM iteration from ``params`` (E-step included), and its three parts."""
-    total = time_call(lambda: em_iteration(gate, params, X, y, floor), min_time=min_time)
-    resp, _ = e_step(gate, params, X, y)
-    coef, intercept, var, _ = expert_m_step(X, y, resp, params.expert_coef,
-                                            params.expert_intercept, params.expert_var, floor)
-    after_experts = params.replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
+    """One EM iteration from ``params`` (E-step included), and its three parts.
+
+    The engine has no single-iteration function: the time of one iteration is the median
+    time of ``fit_em(..., tol=0, max_iter=1, certify=False)`` minus that of ``max_iter=0``
+    (set-up and the E-step at ``params`` only), so what is left is the expert step, the
+    gate step and the E-step at the new parameters: one pass of the engine's loop. The
+    parts are timed with the engine's own pieces (``NumpyOps.e_step``, ``expert_step``,
+    ``gate_step_batched``) on a copy of the parameters.
+    """
+    one = time_call(lambda: em_iterations(gate, params, X, y, floor, 1), min_time=min_time)
+    zero = time_call(lambda: em_iterations(gate, params, X, y, floor, 0), min_time=min_time / 2)
+    total = {key: one[key] - zero[key] for key in ("median_s", "min_s", "q25_s", "q75_s")}
+    total["reps"] = one["reps"]
+    total["with_setup_median_s"] = one["median_s"]
+    total["setup_and_first_e_step_median_s"] = zero["median_s"]
+
+    k, d = params.n_experts, params.n_features
+    ops = make_ops("numpy", X[None], y[None])
+    rows = np.arange(1, dtype=np.int64)
+    P0 = as_batched(params, 1)
+    floors = np.array([floor])
+    lo, hi = ParameterSpace().box(ParamLayout(gate, k, d), floors)
+    resp, _, _ = ops.e_step(gate, P0, rows)
+    after_experts = P0.copy()
+    expert_step(ops, resp, after_experts, rows, floors, np.inf, np.inf)
+
+    def do_expert_step():
+        P = P0.copy()
+        expert_step(ops, resp, P, rows, floors, np.inf, np.inf)
+
+    def do_gate_step():
+        P = after_experts.copy()
+        gate_step_batched(gate, ops, P, rows, resp, lo, hi)
+
     parts = {
-        "e_step": time_call(lambda: e_step(gate, params, X, y), min_time=min_time / 3),
-        "expert_m_step": time_call(
-            lambda: expert_m_step(X, y, resp, params.expert_coef, params.expert_intercept,
-                                  params.expert_var, floor), min_time=min_time / 3),
-        "gate_step": time_call(lambda: gate_step(gate, after_experts, X, resp),
-                               min_time=min_time / 3),
+        "e_step": time_call(lambda: ops.e_step(gate, P0, rows), min_time=min_time / 3),
+        "expert_m_step": time_call(do_expert_step, min_time=min_time / 3),
+        "gate_step": time_call(do_gate_step, min_time=min_time / 3),
     }
     return total, {name: t["median_s"] for name, t in parts.items()}
 
@@ -178,11 +218,13 @@ def profile_rows(prof):
 
 
 def profile_fit(gate, X, y, init, floor, top=12):
-    """cProfile of ``fit_em`` from ``init``: the top functions by own time, and call counts."""
+    """cProfile of ``fit_em`` from ``init`` (NumPy backend, EM to ``TOL`` then the
+    certifying finish): the top functions by own time, and call counts."""
     prof = cProfile.Profile()
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
         prof.enable()
-        trace = fit_em(gate, X, y, init, tol=TOL, max_iter=MAX_ITER, var_floor=floor)
+        trace = fit_em(gate, X, y, init, tol=TOL, max_iter=MAX_ITER, var_floor=floor,
+                       backend="numpy")
         prof.disable()
     rows, total = profile_rows(prof)
 
@@ -191,15 +233,20 @@ def profile_fit(gate, X, y, init, floor, top=12):
 
     cum = {name: max((r["cumtime_s"] for r in rows if r["function"].endswith(f"({name})")),
                      default=0.0)
-           for name in ("em_iteration", "e_step", "expert_m_step", "gate_step",
-                        "softmax_q_hessian", "objective_and_gradient", "weighted_statistics",
-                        "row_logsumexp", "einsum")}
+           for name in ("fit_em_batched", "e_step", "expert_step", "gate_step_batched",
+                        "softmax_newton", "neg_hessian", "q_eval", "weighted_statistics",
+                        "newton_finish", "observed_derivatives", "row_logsumexp", "einsum")}
+    cert = trace.certificate
     return {
         "n_iter": trace.n_iter,
+        "passes": trace.passes,
+        "certified": None if cert is None else bool(cert.certified),
         "total_profiled_s": total,
         "cumulative_s": cum,
-        "newton_steps_per_iteration": calls("softmax_q_hessian") / max(trace.n_iter, 1),
-        "gate_objective_evals_per_iteration": calls("objective_and_gradient") / max(trace.n_iter, 1),
+        # one -Hessian per Newton step of the softmax gate step (NumpyOps.neg_hessian)
+        "newton_steps_per_iteration": calls("neg_hessian") / max(trace.n_iter, 1),
+        # gate objective evaluations: the first of a step plus every step-halving trial
+        "gate_objective_evals_per_iteration": calls("q_eval") / max(trace.n_iter, 1),
         "top_by_own_time": rows[:top],
     }
 
@@ -264,6 +311,14 @@ def flexmix_params(fx, d):
 
 
 # --------------------------------------------------------------------------- machine
+def _nproc():
+    """What ``nproc`` prints (the CPUs this process may run on)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        return int(subprocess.run(["nproc"], capture_output=True, text=True,
+                                  timeout=10).stdout.strip())
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def machine_info():
     info = {
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -271,6 +326,7 @@ def machine_info():
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "nproc": _nproc(),
         "cpu_model": None,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
@@ -389,6 +445,8 @@ def bench_case(n, k, d, *, quick, flexmix_ok, flexmix_timeout, flexmix_max_n, wo
     ours = {
         "init_s": init_s,
         "init_matches_kmeans_init": init_matches,
+        "iter_method": ("median of fit_em(tol=0, max_iter=1, certify=False) minus median of "
+                        "max_iter=0 (NumPy backend)"),
         "iter_ms_start": 1e3 * iter_start["median_s"],
         "iter_ms_start_iqr": [1e3 * iter_start["q25_s"], 1e3 * iter_start["q75_s"]],
         "iter_reps_start": iter_start["reps"],
@@ -408,6 +466,8 @@ def bench_case(n, k, d, *, quick, flexmix_ok, flexmix_timeout, flexmix_max_n, wo
         "log_likelihood_init": ll_init,
         "log_likelihood_truth": ll_truth,
         "converged": bool(est.converged_),
+        "n_passes": int(est.n_passes_),
+        "certificate": None if est.certificate_ is None else est.certificate_.as_dict(),
         "warnings": fit_warnings,
         "params": est.params_.as_dict(),
     }
@@ -461,7 +521,8 @@ TABLE_COLUMNS = [
     ("ours_iter_ms_converged", "ours ms/iter (at solution)"),
     ("ours_fit_s", "ours fit s"), ("ours_numba_fit_s", "ours fit s (numba)"),
     ("ours_fit_ms_per_iter", "ours fit ms/iter"),
-    ("ours_n_iter", "ours iters"), ("ours_ll", "ours LL"), ("ours_converged", "ours conv"),
+    ("ours_n_iter", "ours iters"), ("ours_passes", "ours passes"), ("ours_ll", "ours LL"),
+    ("ours_converged", "ours certified"),
     ("flexmix_s", "flexmix s"), ("flexmix_ms_per_iter", "flexmix ms/iter"),
     ("flexmix_iter", "flexmix iters"), ("flexmix_ll", "flexmix LL"),
     ("ll_diff", "LL ours - flexmix"), ("speedup", "flexmix s / ours s"),
@@ -481,7 +542,8 @@ def table_rows(cases):
             "ours_fit_s": round(o["fit_s"], 4),
             "ours_numba_fit_s": round(o["fit_numba_s"], 4),
             "ours_fit_ms_per_iter": round(o["fit_ms_per_iter"], 3),
-            "ours_n_iter": o["n_iter"], "ours_ll": round(o["log_likelihood"], 4),
+            "ours_n_iter": o["n_iter"], "ours_passes": o.get("n_passes", ""),
+            "ours_ll": round(o["log_likelihood"], 4),
             "ours_converged": o["converged"],
             "flexmix_s": round(f["time_s"], 3) if ok else f["status"],
             "flexmix_ms_per_iter": round(f["ms_per_iter"], 2) if ok else "",
@@ -506,7 +568,8 @@ def write_tables(result, out_json: Path):
     md.write(f"# EM benchmark ({'quick' if result['config']['quick'] else 'full'} run, "
              f"{m['timestamp_utc']})\n\n")
     threads = result["config"]["blas_threads"]
-    md.write(f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs; Python {m['python']}, "
+    md.write(f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs (nproc {m.get('nproc')}); "
+             f"Python {m['python']}, "
              f"numpy {m['numpy']}, scipy {m['scipy']}, moestats {m['moestats']}; BLAS threads "
              f"{threads if threads > 0 else 'library default'}; "
              f"load average at start/end {result['load_average_start']} / "
@@ -518,16 +581,20 @@ def write_tables(result, out_json: Path):
     for r in rows:
         md.write("| " + " | ".join(str(r[key]) for key, _ in TABLE_COLUMNS) + " |\n")
     md.write("\nOurs: `GaussianMoE(k, gate='softmax', solver='em', tol=1e-6, max_iter=2000)` from "
-             "the k-means start; ms/iter is the median time of `em_iteration` with its E-step "
-             "(at the start and at the fitted solution); fit s is the median wall time of "
-             "`.fit` from that start (start-up excluded). flexmix: `system.time` around the "
+             "the k-means start (EM to tol, then the second-order finish; 'certified' is the "
+             "stationarity certificate, 'passes' the passes over the data of the whole fit); "
+             "ms/iter is one iteration of the engine on the NumPy backend (median time of "
+             "`fit_em(tol=0, max_iter=1, certify=False)` minus that of `max_iter=0`: expert step, "
+             "gate step and E-step), at the start and at the fitted solution; fit s is the median "
+             "wall time of `.fit` from that start (start-up excluded). flexmix: `system.time` "
+             "around the "
              "`flexmix()` call only, started from the same smoothed k-means labels "
              "(`cluster =`); its iteration count includes the M-step from those labels, which "
              "moestats does in the start itself. LL = observed log-likelihood. 'other procs' is "
              "the average number of cores other processes used while our part of the case ran "
              "(a value well above 0 means the timings of that row are inflated).\n")
     md.write("\n## Where the time of one EM iteration goes (ms, at the start)\n\n")
-    md.write("| n | k | d | E-step | expert M-step | gate step (Newton) | total |\n|---|---|---|---|---|---|---|\n")
+    md.write("| n | k | d | E-step | expert step | gate step (Newton) | total |\n|---|---|---|---|---|---|---|\n")
     for c in result["cases"]:
         p = c["moestats"]["iter_parts_ms_start"]
         md.write(f"| {c['n']} | {c['k']} | {c['d']} | {p['e_step']:.2f} | "
@@ -536,9 +603,12 @@ def write_tables(result, out_json: Path):
     prof = result.get("profile")
     if prof:
         md.write(f"\n## cProfile of one fit (n={prof['n']}, k={prof['k']}, d={prof['d']}, "
-                 f"{prof['n_iter']} iterations, {prof['newton_steps_per_iteration']:.1f} Newton "
-                 f"steps and {prof['gate_objective_evals_per_iteration']:.1f} gate objective "
-                 f"evaluations per iteration)\n\n| function | calls | own s | cumulative s |\n"
+                 f"NumPy backend, {prof['n_iter']} EM iterations, "
+                 f"{prof['newton_steps_per_iteration']:.1f} Newton steps and "
+                 f"{prof['gate_objective_evals_per_iteration']:.1f} gate objective evaluations "
+                 f"per iteration, {prof.get('passes')} passes over the data in all, finish "
+                 f"included; certified: {prof.get('certified')})\n\n"
+                 "| function | calls | own s | cumulative s |\n"
                  "|---|---|---|---|\n")
         for r in prof["top_by_own_time"]:
             md.write(f"| `{r['function']}` | {r['ncalls']} | {r['tottime_s']:.3f} | "

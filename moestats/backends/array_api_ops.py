@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gates import SoftmaxGate
-from .host_ops import _Data, all_rows, batched_log_weights
+from .host_ops import _Data, all_rows, batched_log_weights, reference_gate_derivatives
 
 __all__ = ["ArrayAPIOps", "to_numpy", "cupy_namespace"]
 
@@ -75,6 +75,12 @@ class ArrayAPIOps:
 
     def take(self, a, keep):
         return self.xp.take(a, self._idx(np.nonzero(keep)[0]), axis=0)
+
+    def gate_derivatives(self, gate, P, rows, target, target_pos, *, observed, order=2):
+        """The NumPy reference on the host copies (the gate steps of the non-softmax
+        families run on the host)."""
+        return reference_gate_derivatives(self.data, gate, P, rows, to_numpy(target),
+                                          target_pos, observed, order)
 
     @staticmethod
     def host(a):

@@ -23,7 +23,8 @@ from ..experts import weighted_statistics
 from ..gates import ActivationGate, SoftmaxGate, TemperatureGate, TopKGate, softmax_q_hessian
 from .numpy_kernels import row_logsumexp
 
-__all__ = ["NumpyOps", "NumbaOps", "batched_log_weights", "all_rows"]
+__all__ = ["NumpyOps", "NumbaOps", "batched_log_weights", "all_rows",
+           "reference_gate_derivatives"]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 #: gate families whose logits are evaluated for all replications at once
@@ -113,6 +114,26 @@ class _HostOps:
         """Observed log-likelihood per replication, from the per-sample ones."""
         return log_p.sum(axis=1)
 
+    def gate_derivatives(self, gate, P, rows, target, target_pos, *, observed, order=2):
+        """Gate objective, gradient and Hessian (the gate part of the free-parameter vector).
+
+        ``P`` is aligned with ``rows``. ``observed=False``: the EM objective :math:`Q`
+        with the responsibilities ``target[target_pos]``; ``observed=True``: the
+        observed log-likelihood with the experts held fixed (``target`` unused here).
+        The NumPy reference of :mod:`moestats.solvers.derivatives`.
+        """
+        return reference_gate_derivatives(self.data, gate, P, rows, target, target_pos,
+                                          observed, order)
+
+
+def reference_gate_derivatives(data, gate, P, rows, target, target_pos, observed, order):
+    """:meth:`_HostOps.gate_derivatives` on host data (a :class:`_Data`)."""
+    from ..solvers.derivatives import gate_objective_derivatives, observed_derivatives
+    X, y = data.take(rows)
+    if observed:
+        return observed_derivatives(gate, X, y, P, order=order, gate_only=True)
+    return gate_objective_derivatives(gate, X, target[target_pos], P, order=order)
+
 
 class NumpyOps(_HostOps):
     """The batched NumPy path, with the operations of the sequential solver.
@@ -177,8 +198,10 @@ class NumbaOps(_HostOps):
     hessian_passes = 0
 
     def __init__(self, X, y):
+        from ..backends import numba_gates as ng
         from ..backends import numba_kernels as nk  # compiles (or loads the cache) on first use
         self.nk = nk
+        self.ng = ng
         self.X = np.ascontiguousarray(X, dtype=np.float64)
         self.y = np.ascontiguousarray(y, dtype=np.float64)
         super().__init__(self.X, self.y)
@@ -218,11 +241,27 @@ class NumbaOps(_HostOps):
         A, n, k = rows.size, self.X.shape[1], P.gate_coef.shape[1]
         resp = np.empty((A, n, k))
         log_p = np.empty((A, n))
-        X, _ = self.data.take(rows)
-        log_w = c(batched_log_weights(gate, P, rows, X))
+        if self.ng.gate_code(gate) is None:  # a user activation: NumPy
+            X, _ = self.data.take(rows)
+            log_w = c(batched_log_weights(gate, P, rows, X))
+        else:
+            tau = P.temperature[rows] if gate.has_temperature else np.ones(A)
+            log_w = self.ng.gate_log_weights(gate, self.X, rows, P.gate_coef[rows],
+                                             P.gate_intercept[rows], tau)
         self.nk._e_step_k(self.X, self.y, rows, log_w, c(P.expert_coef[rows]),
                           c(P.expert_intercept[rows]), c(P.expert_var[rows]), resp, log_p)
         return resp, log_p, None
+
+    def gate_derivatives(self, gate, P, rows, target, target_pos, *, observed, order=2):
+        """As :meth:`_HostOps.gate_derivatives`, in one compiled pass
+        (:mod:`moestats.backends.numba_gates`; a user activation falls back to NumPy).
+        With ``observed=True``, ``target`` holds the expert log-densities."""
+        if self.ng.gate_code(gate) is None:
+            return super().gate_derivatives(gate, P, rows, target, target_pos,
+                                            observed=observed, order=order)
+        tau = P.temperature if gate.has_temperature else np.ones(rows.size)
+        return self.ng.gate_derivatives(gate, self.X, rows, target, target_pos, P.gate_coef,
+                                        P.gate_intercept, tau, observed=observed, order=order)
 
     def expert_log_density(self, P, rows):
         out = np.empty((rows.size, self.X.shape[1], P.expert_coef.shape[1]))

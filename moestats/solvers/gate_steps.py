@@ -23,7 +23,6 @@ import numpy as np
 
 from ..gates import SoftmaxGate, TopKGate
 from .batched_params import ParamLayout
-from .derivatives import gate_objective_derivatives, observed_derivatives, observed_loglik
 from .expert_step import solve_each
 from .newton import newton_ascent
 
@@ -122,61 +121,70 @@ def _gate_box(layout, lo, hi):
     return lo[:, :layout.n_gate], hi[:, :layout.n_gate]
 
 
-def _dense_newton(gate, X, resp, P, rows, lo, hi, max_iter, tol):
-    """Trust-region Newton on :math:`Q` for families with smooth dense logits."""
+def _gate_newton(gate, ops, P, rows, target, lo, hi, max_iter, tol, observed):
+    """Trust-region Newton on the gate part of the free-parameter vector (experts fixed).
+
+    ``observed=False``: the EM objective :math:`Q` with responsibilities ``target``
+    (aligned with ``rows``); ``observed=True``: the observed log-likelihood (``target``
+    the expert log-densities). The derivatives come from the backend
+    (``ops.gate_derivatives``).
+    """
     k, d = P.gate_coef.shape[1:]
     L = ParamLayout(gate, k, d)
     sub = P.take(rows)
-    theta = L.pack(sub)[:, :L.n_gate]
-    rest = L.pack(sub)[:, L.n_gate:]
+    full = L.pack(sub)
+    rest = full[:, L.n_gate:]
 
     def params(th, idx):
         return L.unpack(np.concatenate([th, rest[idx]], axis=1), sub.take(idx))
 
-    def derivs(th, idx):
-        return gate_objective_derivatives(gate, X[idx], resp[idx], params(th, idx))
+    def derivs(th, idx, order=2):
+        return ops.gate_derivatives(gate, params(th, idx), rows[idx], target, idx,
+                                    observed=observed, order=order)
 
     def value(th, idx):
-        return gate_objective_derivatives(gate, X[idx], resp[idx], params(th, idx), order=0)[0]
+        return derivs(th, idx, order=0)[0]
 
-    first = derivs(theta, np.arange(rows.size))
-    res = newton_ascent(derivs, value, theta, *_gate_box(L, lo, hi), max_iter=max_iter,
-                        stop_gain=tol * (np.abs(first[0]) + 1.0), derivatives=first)
-    P.put(rows, params(res.theta, np.arange(rows.size)))
-    return res.passes
+    idx = np.arange(rows.size)
+    first = derivs(full[:, :L.n_gate], idx)
+    res = newton_ascent(derivs, value, full[:, :L.n_gate], *_gate_box(L, lo, hi),
+                        max_iter=max_iter, stop_gain=tol * (np.abs(first[0]) + 1.0),
+                        derivatives=first)
+    P.put(rows, params(res.theta, idx))
+    return res.passes + 1
 
 
-def _topk_ecm(gate, X, y, P, rows, lo, hi, max_iter, tol, selection_search):
-    """ECM gate step of the top-K family: Newton inside the selection, then boundaries."""
+def _gate_newton_step(gate, ops, P, rows, target, lo, hi, max_iter, tol, observed):
+    """One Newton step on the gate part, *not* checked for ascent (see
+    :func:`gate_step_batched`'s ``optimistic``), where the objective is locally concave
+    (the information positive definite on the free coordinates); elsewhere the
+    safeguarded :func:`_gate_newton`."""
+    from .certify import free_coordinates
+    from .newton import _steps
     k, d = P.gate_coef.shape[1:]
     L = ParamLayout(gate, k, d)
     sub = P.take(rows)
-    idx_all = np.arange(rows.size)
-    passes = np.zeros(rows.size, dtype=int)
-    if L.n_gate and gate.k_active > 1:
-        full = L.pack(sub)
-        rest = full[:, L.n_gate:]
-
-        def params(th, idx):
-            return L.unpack(np.concatenate([th, rest[idx]], axis=1), sub.take(idx))
-
-        def derivs(th, idx):
-            return observed_derivatives(gate, X[idx], y[idx], params(th, idx), gate_only=True)
-
-        def value(th, idx):
-            return observed_loglik(gate, X[idx], y[idx], params(th, idx))
-
-        first = derivs(full[:, :L.n_gate], idx_all)
-        res = newton_ascent(derivs, value, full[:, :L.n_gate], *_gate_box(L, lo, hi),
-                            max_iter=max_iter, stop_gain=tol * (np.abs(first[0]) + 1.0),
-                            derivatives=first)
-        sub = params(res.theta, idx_all)
-        passes += res.passes
-    if selection_search and gate.k_active == 1:
-        # top-1: the only way the gate moves (its likelihood is piecewise constant);
-        # for K >= 2 Newton already moves the selection, and the finish searches it
-        passes += _move_selection(gate, X, y, sub, lo, hi, max_sweeps=2)
-    P.put(rows, sub)
+    full = L.pack(sub)
+    idx = np.arange(rows.size)
+    _, grad, hess = ops.gate_derivatives(gate, sub, rows, target, idx, observed=observed)
+    glo, ghi = _gate_box(L, lo, hi)
+    theta = full[:, :L.n_gate]
+    concave = np.all(np.isfinite(grad), axis=1) & np.all(
+        np.isfinite(hess).reshape(rows.size, -1), axis=1)
+    if concave.any():
+        eig = np.linalg.eigvalsh(-hess[concave])
+        concave[concave] = eig[:, 0] > 1e-8 * np.maximum(1.0, eig[:, -1])
+    passes = np.ones(rows.size, dtype=int)
+    if concave.any():
+        free = free_coordinates(theta[concave], grad[concave], glo[concave], ghi[concave])
+        step = _steps(grad[concave], hess[concave], free, np.zeros(int(concave.sum())))[0]
+        full[concave, :L.n_gate] = np.clip(theta[concave] + step, glo[concave], ghi[concave])
+        P.put(rows[concave], L.unpack(full[concave], sub.take(np.nonzero(concave)[0])))
+    if not concave.all():
+        other = np.nonzero(~concave)[0]
+        passes[other] += _gate_newton(gate, ops, P, rows[other], target[other] if isinstance(
+            target, np.ndarray) else ops.take(target, ~concave), lo[other], hi[other],
+            max_iter, tol, observed)
     return passes
 
 
@@ -198,7 +206,7 @@ def _move_selection(gate, X, y, sub, lo, hi, max_sweeps=10):
 
 
 def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-10,
-                      q0=None, selection_search=True):
+                      q0=None, selection_search=True, optimistic=False):
     """The gate step of every active replication (updates ``P``).
 
     Parameters
@@ -217,8 +225,14 @@ def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-1
         The softmax objective's (value, gradient, -Hessian) at the current gate, when
         the backend's E-step already computed them.
     selection_search : bool
-        Top-1: also move the selection boundaries by exact line searches (two sweeps;
+        Top-1: also move the selection boundaries by exact line searches (one sweep;
         the finish searches them to the end, for every K).
+    optimistic : bool
+        Families other than softmax: take one Newton step without checking that it
+        raises the objective (one pass over the data instead of two or more). The
+        caller must check the observed log-likelihood of the next E-step and, where it
+        fell, restore the gate and redo the step with ``optimistic=False`` (the EM
+        engine does), so that EM stays monotone.
 
     Returns
     -------
@@ -232,10 +246,29 @@ def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-1
     if type(gate) is SoftmaxGate:
         bound = float(hi[0, 0]) if hi.shape[1] else np.inf
         return softmax_newton(ops, P, rows, resp, max_iter, tol, bound, q0)
-    X, y = ops.data.take(rows)
-    if isinstance(gate, TopKGate):
-        return _topk_ecm(gate, X, y, P, rows, lo, hi, max_iter, tol, selection_search)
-    return _dense_newton(gate, X, ops.host(resp), P, rows, lo, hi, max_iter, tol)
+    if not isinstance(gate, TopKGate):
+        if optimistic:
+            return _gate_newton_step(gate, ops, P, rows, resp, lo, hi, max_iter, tol,
+                                     observed=False)
+        return _gate_newton(gate, ops, P, rows, resp, lo, hi, max_iter, tol, observed=False)
+    # top-K: an ECM step on the observed likelihood with the experts fixed
+    passes = np.zeros(A, dtype=int)
+    if ParamLayout(gate, k, d).n_gate and gate.k_active > 1:
+        log_phi = ops.expert_log_density(P, rows)
+        if optimistic:
+            passes += 1 + _gate_newton_step(gate, ops, P, rows, log_phi, lo, hi, max_iter, tol,
+                                            observed=True)
+        else:
+            passes += 1 + _gate_newton(gate, ops, P, rows, log_phi, lo, hi, max_iter, tol,
+                                       observed=True)
+    if selection_search and gate.k_active == 1:
+        # top-1: the only way the gate moves (its likelihood is piecewise constant);
+        # for K >= 2 Newton already moves the selection, and the finish searches it
+        X, y = ops.data.take(rows)
+        sub = P.take(rows)
+        passes += _move_selection(gate, X, y, sub, lo, hi, max_sweeps=1)
+        P.put(rows, sub)
+    return passes
 
 
 def fit_gate_to_responsibilities(gate, params, X, y, resp, *, max_iter=10):

@@ -23,6 +23,7 @@ identity the gradient is
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .batched_params import BatchedParams, ParamLayout
 from .derivatives import observed_derivatives
@@ -96,7 +97,8 @@ def fit_mle(gate, X, y, init, *, max_iter=2000, var_floor=1e-8, space=None,
     P = BatchedParams.stack([init])
     layout = ParamLayout(gate, *P.gate_coef.shape[1:])
     lo, hi = space.box(layout, var_floor)
-    values, passes, certs = newton_finish(gate, X, y, P, lo, hi, max_iter=max_iter,
-                                          certify_tol=certify_tol)
+    with threadpool_limits(limits=1, user_api="blas"):  # see fit_em_batched
+        values, passes, certs = newton_finish(gate, X, y, P, lo, hi, max_iter=max_iter,
+                                              certify_tol=certify_tol)
     return FitTrace(P.get(0), np.asarray(values[0]), len(values[0]) - 1,
                     certs[0].certified, {}, certs[0], int(passes[0]))
