@@ -88,3 +88,38 @@ def test_q_gradient_and_hessian_match_finite_differences(name, rng):
     assert _rel(hess, h_fd) < 1e-6
     np.testing.assert_allclose(
         gate_objective_derivatives(gate, X, resp, P, order=0)[0], value, rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(set(GATE_CASES) - {"callable-learned"}))
+def test_numba_kernels_equal_the_reference(name, rng):
+    """The compiled gate log weights, gate derivatives (Q and observed) and full observed
+    derivatives agree with the NumPy reference to 1e-12 relative."""
+    pytest.importorskip("numba")
+    from moestats.backends import numba_derivatives, numba_gates
+    from moestats.backends.numpy_kernels import row_logsumexp
+    from moestats.solvers.derivatives import _expert_log_density
+    gate, X, y, P, L = _setup(name, rng)
+    rows = np.arange(A)
+    tau = P.temperature if gate.has_temperature else np.ones(A)
+    s = gate_forward(gate, X, P)[5]
+    ref_lw = s - row_logsumexp(s)[..., None]
+    lw = numba_gates.gate_log_weights(gate, X, rows, P.gate_coef, P.gate_intercept, tau)
+    np.testing.assert_array_equal(np.isfinite(lw), np.isfinite(ref_lw))
+    finite = np.isfinite(ref_lw)
+    np.testing.assert_allclose(lw[finite], ref_lw[finite], rtol=1e-12, atol=1e-12)
+    resp = np.where(np.isfinite(s), rng.dirichlet(np.ones(K), size=(A, N)), 0.0)
+    log_phi, _ = _expert_log_density(X, y, P)
+    pairs = [
+        (numba_gates.gate_derivatives(gate, X, rows, resp, rows, P.gate_coef,
+                                      P.gate_intercept, tau, observed=False),
+         gate_objective_derivatives(gate, X, resp, P)),
+        (numba_gates.gate_derivatives(gate, X, rows, log_phi, rows, P.gate_coef,
+                                      P.gate_intercept, tau, observed=True),
+         observed_derivatives(gate, X, y, P, gate_only=True)),
+        (numba_derivatives.observed_derivatives(gate, X, y, rows, P),
+         observed_derivatives(gate, X, y, P)),
+    ]
+    for got, ref in pairs:
+        for g, r in zip(got, ref):
+            if r is not None and r.size:
+                assert _rel(g, r) < 1e-12

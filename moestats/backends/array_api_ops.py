@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..gates import SoftmaxGate
-from .host_ops import _Data, all_rows, batched_log_weights, reference_gate_derivatives
+from .host_ops import (_Data, all_rows, batched_log_weights, reference_gate_derivatives,
+                       reference_observed_derivatives)
 
 __all__ = ["ArrayAPIOps", "to_numpy", "cupy_namespace"]
 
@@ -75,6 +76,10 @@ class ArrayAPIOps:
 
     def take(self, a, keep):
         return self.xp.take(a, self._idx(np.nonzero(keep)[0]), axis=0)
+
+    def observed_derivatives(self, gate, P, rows, order=2):
+        """The NumPy reference on the host copies (the finish runs on the host)."""
+        return reference_observed_derivatives(self.data, gate, P, rows, order)
 
     def gate_derivatives(self, gate, P, rows, target, target_pos, *, observed, order=2):
         """The NumPy reference on the host copies (the gate steps of the non-softmax

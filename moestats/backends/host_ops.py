@@ -24,7 +24,7 @@ from ..gates import ActivationGate, SoftmaxGate, TemperatureGate, TopKGate, soft
 from .numpy_kernels import row_logsumexp
 
 __all__ = ["NumpyOps", "NumbaOps", "batched_log_weights", "all_rows",
-           "reference_gate_derivatives"]
+           "reference_gate_derivatives", "reference_observed_derivatives"]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 #: gate families whose logits are evaluated for all replications at once
@@ -114,6 +114,12 @@ class _HostOps:
         """Observed log-likelihood per replication, from the per-sample ones."""
         return log_p.sum(axis=1)
 
+    def observed_derivatives(self, gate, P, rows, order=2):
+        """Observed log-likelihood, gradient and Hessian in the free-parameter vector
+        (``order=0``: the value only) of the replications ``rows`` (``P`` aligned with
+        them): the NumPy reference of :mod:`moestats.solvers.derivatives`."""
+        return reference_observed_derivatives(self.data, gate, P, rows, order)
+
     def gate_derivatives(self, gate, P, rows, target, target_pos, *, observed, order=2):
         """Gate objective, gradient and Hessian (the gate part of the free-parameter vector).
 
@@ -124,6 +130,15 @@ class _HostOps:
         """
         return reference_gate_derivatives(self.data, gate, P, rows, target, target_pos,
                                           observed, order)
+
+
+def reference_observed_derivatives(data, gate, P, rows, order):
+    """:meth:`_HostOps.observed_derivatives` on host data (a :class:`_Data`)."""
+    from ..solvers.derivatives import observed_derivatives, observed_loglik
+    X, y = data.take(rows)
+    if order == 0:
+        return observed_loglik(gate, X, y, P), None, None
+    return observed_derivatives(gate, X, y, P, order=order)
 
 
 def reference_gate_derivatives(data, gate, P, rows, target, target_pos, observed, order):
@@ -251,6 +266,14 @@ class NumbaOps(_HostOps):
         self.nk._e_step_k(self.X, self.y, rows, log_w, c(P.expert_coef[rows]),
                           c(P.expert_intercept[rows]), c(P.expert_var[rows]), resp, log_p)
         return resp, log_p, None
+
+    def observed_derivatives(self, gate, P, rows, order=2):
+        """As :meth:`_HostOps.observed_derivatives`, in one compiled pass
+        (:mod:`moestats.backends.numba_derivatives`; a user activation: NumPy)."""
+        if self.ng.gate_code(gate) is None:
+            return super().observed_derivatives(gate, P, rows, order)
+        from . import numba_derivatives
+        return numba_derivatives.observed_derivatives(gate, self.X, self.y, rows, P, order)
 
     def gate_derivatives(self, gate, P, rows, target, target_pos, *, observed, order=2):
         """As :meth:`_HostOps.gate_derivatives`, in one compiled pass

@@ -298,9 +298,11 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
         rows = np.nonzero(ok)[0]
         sub = P.take(rows)
         Xh, yh = ops.data.take(rows)
-        values, used, certs = newton_finish(gate, Xh, yh, sub, lo[rows], hi[rows],
-                                            max_iter=finish_max_iter,
-                                            certify_tol=certify_tol)
+        values, used, certs = newton_finish(
+            gate, Xh, yh, sub, lo[rows], hi[rows], max_iter=finish_max_iter,
+            certify_tol=certify_tol,
+            derivatives=lambda Psub, idx, order: ops.observed_derivatives(
+                gate, Psub, rows[idx], order))
         P.put(rows, sub)
         for a, r in enumerate(rows):
             lls[r].extend(values[a][1:])

@@ -91,7 +91,8 @@ def probe_negative_curvature(value, theta, grad, hess, lo, hi, certify_tol):
     return theta, escaped, probed, passes
 
 
-def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3):
+def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
+                  derivatives=None):
     """Maximise the observed likelihood of R replications from ``P``; certify the endpoints.
 
     Parameters
@@ -107,6 +108,11 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3):
         Newton steps at most (per round).
     certify_tol : float
         Nats; see :mod:`moestats.solvers.certify`.
+    derivatives : callable, optional
+        ``derivatives(P_sub, idx, order) -> (value, grad, hess)`` for the replications
+        ``idx`` (``P_sub`` aligned with them); ``order=0`` the value only. Default: the
+        NumPy reference (:mod:`moestats.solvers.derivatives`); the EM engine passes its
+        backend's (``ops.observed_derivatives``).
 
     Returns
     -------
@@ -137,11 +143,17 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3):
     template = P.copy()
     theta = np.clip(L.pack(P), lo, hi)
 
+    if derivatives is None:
+        def derivatives(Psub, idx, order):
+            if order == 0:
+                return observed_loglik(gate, X[idx], y[idx], Psub), None, None
+            return observed_derivatives(gate, X[idx], y[idx], Psub, order=order)
+
     def derivs(th, idx):
-        return observed_derivatives(gate, X[idx], y[idx], L.unpack(th, template.take(idx)))
+        return derivatives(L.unpack(th, template.take(idx)), idx, 2)
 
     def value(th, idx):
-        return observed_loglik(gate, X[idx], y[idx], L.unpack(th, template.take(idx)))
+        return derivatives(L.unpack(th, template.take(idx)), idx, 0)[0]
 
     values = [[] for _ in range(R)]
     passes = np.zeros(R, dtype=int)
