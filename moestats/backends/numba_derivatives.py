@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .numba_gates import CHUNK, _logits, gate_code
+from .numba_gates import CHUNK, _logits, _to_posterior, gate_code
 
 __all__ = ["observed_derivatives"]
 
@@ -64,7 +64,6 @@ def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_act
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
             lse = _logits(X, r, i, coef, intercept, ta, a, code, k_active, sel_logit,
                           h, h1, h2, s, sel)
-            mu = -np.inf
             for j in range(k):
                 w[j] = math.exp(s[j] - lse)
                 mean = eint[a, j]
@@ -73,17 +72,7 @@ def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_act
                 e[j] = y[r, i] - mean
                 post[j] = s[j] - lse - 0.5 * (_LOG_2PI + math.log(evar[a, j])) \
                     - 0.5 * e[j] * e[j] / evar[a, j]
-                if post[j] > mu:
-                    mu = post[j]
-            if not math.isfinite(mu):
-                mu = 0.0
-            tot = 0.0
-            for j in range(k):
-                tot += math.exp(post[j] - mu)
-            ll = mu + math.log(tot)
-            acc_v += ll
-            for j in range(k):
-                post[j] = math.exp(post[j] - ll)
+            acc_v += _to_posterior(post, sel, k)
             if order == 0:
                 continue
             # sparse score vectors: gate entries first (cnt_gate), then the expert block

@@ -33,6 +33,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .numba_kernels import _logsumexp_row
+
 __all__ = ["ACTIVATION_CODES", "gate_code", "gate_log_weights", "gate_derivatives"]
 
 CHUNK = 1024
@@ -94,16 +96,16 @@ def _logits(X, r, i, coef, intercept, tau, a, code, k_active, sel_logit, h, h1, 
                     beaten += 1
             if beaten >= k_active:
                 s[j] = -np.inf
-    m = -np.inf
+    return _logsumexp_row(s, sel, k)[0]
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _to_posterior(u, scratch, k):
+    """Turn the log joint ``u[:k]`` into the posterior in place; return its log-sum-exp."""
+    ll = _logsumexp_row(u, scratch, k)[0]
     for j in range(k):
-        if s[j] > m:
-            m = s[j]
-    if not math.isfinite(m):
-        m = 0.0
-    tot = 0.0
-    for j in range(k):
-        tot += math.exp(s[j] - m)
-    return m + math.log(tot)
+        u[j] = math.exp(u[j] - ll)
+    return ll
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -168,20 +170,9 @@ def _derivs_k(X, rows, tgt, trows, coef, intercept, tau, code, k_active, sel_log
                     if tw[j] > 0.0:
                         val += tw[j] * (s[j] - lse)
             else:
-                mu = -np.inf
                 for j in range(k):
                     tw[j] = s[j] - lse + tgt[rr, i, j]
-                    if tw[j] > mu:
-                        mu = tw[j]
-                if not math.isfinite(mu):
-                    mu = 0.0
-                tot = 0.0
-                for j in range(k):
-                    tot += math.exp(tw[j] - mu)
-                ll = mu + math.log(tot)
-                val += ll
-                for j in range(k):
-                    tw[j] = math.exp(tw[j] - ll)
+                val += _to_posterior(tw, sel, k)
                 mass = 1.0
             # per-expert logit gradients g_j (zero off the selection)
             for j in range(k):
