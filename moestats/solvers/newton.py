@@ -63,7 +63,7 @@ def _steps(grad, hess, free, lam):
 
 
 def newton_ascent(derivs, value_of, theta, lo, hi, *, max_iter=100, stop_gain=1e-4,
-                  derivatives=None, max_rejections=MAX_REJECTIONS):
+                  derivatives=None, max_rejections=MAX_REJECTIONS, full_trials=True):
     """Maximise A objectives by trust-region Newton over the box ``[lo, hi]``.
 
     Parameters
@@ -84,6 +84,10 @@ def newton_ascent(derivs, value_of, theta, lo, hi, *, max_iter=100, stop_gain=1e
         ``(value, grad, hess)`` at ``theta`` if already known.
     max_rejections : int
         Rejected trial steps in a row before a replication is declared stalled.
+    full_trials : bool, default=True
+        Evaluate the first trial step of every iteration with ``derivs`` (value,
+        gradient and Hessian in one pass, reused when the step is accepted, as most
+        are) rather than ``value_of`` followed by ``derivs``.
 
     Returns
     -------
@@ -132,8 +136,12 @@ def newton_ascent(derivs, value_of, theta, lo, hi, *, max_iter=100, stop_gain=1e
             break
         searching = np.arange(live.size)
         accepted = np.zeros(live.size, dtype=bool)
+        have = np.zeros(live.size, dtype=bool)  # derivatives known at the accepted point
         new_theta = theta[live].copy()
-        for _ in range(max_rejections):
+        new_grad = np.empty((live.size, p))
+        new_hess = np.empty((live.size, p, p))
+        new_value = np.empty(live.size)
+        for trial in range(max_rejections):
             if not searching.size:
                 break
             idx = live[searching]
@@ -142,8 +150,13 @@ def newton_ascent(derivs, value_of, theta, lo, hi, *, max_iter=100, stop_gain=1e
             delta = cand - theta[idx]
             predicted = (np.einsum("ap,ap->a", grad[idx], delta)
                          + 0.5 * np.einsum("ap,apq,aq->a", delta, hess[idx], delta))
-            with np.errstate(invalid="ignore", over="ignore"):
-                v = value_of(cand, idx)
+            with np.errstate(all="ignore"):
+                if trial == 0 and full_trials:
+                    # most first trials are accepted: one pass gives the value and the
+                    # derivatives the next step needs
+                    v, g, h = derivs(cand, idx)
+                else:
+                    v, g, h = value_of(cand, idx), None, None
             passes[idx] += 1
             actual = v - value[idx]
             ok = np.isfinite(v) & (actual > 0)
@@ -155,18 +168,27 @@ def newton_ascent(derivs, value_of, theta, lo, hi, *, max_iter=100, stop_gain=1e
                 np.maximum(4.0 * base, 1e-6 * np.maximum(1.0, np.abs(value[idx]))))
             lam[idx] = np.where(ok & (lam[idx] <= floor * 1.0001), 0.0, lam[idx])
             new_theta[searching[ok]] = cand[ok]
+            new_value[searching[ok]] = v[ok]
             accepted[searching[ok]] = True
+            if g is not None:
+                new_grad[searching[ok]], new_hess[searching[ok]] = g[ok], h[ok]
+                have[searching[ok]] = True
             searching = searching[~ok]
         stalled[live[~accepted]] = True
         moved = live[accepted]
         if moved.size:
             theta[moved] = new_theta[accepted]
-            with np.errstate(all="ignore"):
-                v, g, h = derivs(theta[moved], moved)
-            passes[moved] += 1
-            value[moved], grad[moved], hess[moved] = v, g, h
+            value[moved] = new_value[accepted]
+            known = accepted & have
+            grad[live[known]], hess[live[known]] = new_grad[known], new_hess[known]
+            redo = live[accepted & ~have]
+            if redo.size:
+                with np.errstate(all="ignore"):
+                    v, g, h = derivs(theta[redo], redo)
+                passes[redo] += 1
+                value[redo], grad[redo], hess[redo] = v, g, h
             n_iter[moved] += 1
-            for a, val in zip(moved, v):
-                values[a].append(float(val))
+            for a in moved:
+                values[a].append(float(value[a]))
         live = moved
     return NewtonResult(theta, value, grad, hess, n_iter, passes, values, stalled)
