@@ -26,7 +26,11 @@ from .batched_params import ParamLayout
 from .expert_step import solve_each
 from .newton import newton_ascent
 
-__all__ = ["gate_step_batched", "softmax_newton"]
+__all__ = ["gate_step_batched", "softmax_newton", "SAFE_STEPS"]
+
+#: safeguarded Newton steps of an optimistic gate step where the objective is not
+#: locally concave (any ascent keeps EM monotone; the finish does the rest)
+SAFE_STEPS = 3
 
 
 def _pack_softmax(P, rows):
@@ -182,9 +186,10 @@ def _gate_newton_step(gate, ops, P, rows, target, lo, hi, max_iter, tol, observe
         P.put(rows[concave], L.unpack(full[concave], sub.take(np.nonzero(concave)[0])))
     if not concave.all():
         other = np.nonzero(~concave)[0]
+        # not locally concave: a few safeguarded steps suffice for a generalised EM step
         passes[other] += _gate_newton(gate, ops, P, rows[other], target[other] if isinstance(
             target, np.ndarray) else ops.take(target, ~concave), lo[other], hi[other],
-            max_iter, tol, observed)
+            min(max_iter, SAFE_STEPS), tol, observed)
     return passes
 
 
