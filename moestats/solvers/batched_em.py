@@ -33,7 +33,7 @@ from ..gates import SoftmaxGate
 from .batched_params import _FIELDS, BatchedParams, ParamLayout, as_batched
 from .expert_step import ReplicationError, expert_step
 from .finish import newton_finish
-from .gate_steps import gate_step_batched
+from .gate_steps import SAFE_STEPS, gate_step_batched
 from .space import ParameterSpace
 from .trace import FitTrace
 
@@ -287,7 +287,8 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
             P.gate_coef[bad], P.gate_intercept[bad] = keep.gate_coef, keep.gate_intercept
             P.temperature[bad] = keep.temperature
             passes[bad] += gate_step_batched(gate, ops, P, bad, ops.take(old_resp, fell),
-                                             lo[bad], hi[bad], max_iter=gate_max_iter)
+                                             lo[bad], hi[bad],
+                                             max_iter=min(gate_max_iter, SAFE_STEPS))
             st = _Active(act, *ops.e_step(gate, P, act, extra))
             passes[act] += 2
             ll = ops.loglik(st.log_p)

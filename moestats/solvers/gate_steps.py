@@ -31,6 +31,9 @@ __all__ = ["gate_step_batched", "softmax_newton", "SAFE_STEPS"]
 #: safeguarded Newton steps of an optimistic gate step where the objective is not
 #: locally concave (any ascent keeps EM monotone; the finish does the rest)
 SAFE_STEPS = 3
+#: rejected trial steps of a gate step before it gives up (the top-K likelihood jumps
+#: at selection boundaries, where long searches gain nothing)
+GATE_REJECTIONS = 8
 
 
 def _pack_softmax(P, rows):
@@ -153,7 +156,7 @@ def _gate_newton(gate, ops, P, rows, target, lo, hi, max_iter, tol, observed):
     first = derivs(full[:, :L.n_gate], idx)
     res = newton_ascent(derivs, value, full[:, :L.n_gate], *_gate_box(L, lo, hi),
                         max_iter=max_iter, stop_gain=tol * (np.abs(first[0]) + 1.0),
-                        derivatives=first)
+                        derivatives=first, max_rejections=GATE_REJECTIONS)
     P.put(rows, params(res.theta, idx))
     return res.passes + 1
 
