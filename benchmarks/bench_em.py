@@ -571,7 +571,8 @@ def write_tables(result, out_json: Path):
     md.write(f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs (nproc {m.get('nproc')}); "
              f"Python {m['python']}, "
              f"numpy {m['numpy']}, scipy {m['scipy']}, moestats {m['moestats']}; BLAS threads "
-             f"{threads if threads > 0 else 'library default'}; "
+             f"{threads if threads > 0 else 'library default'}; Numba threads "
+             f"{result['config'].get('numba_threads')}; "
              f"load average at start/end {result['load_average_start']} / "
              f"{result['load_average_end']}.\n")
     fxi = result["flexmix"]
@@ -637,6 +638,10 @@ def main(argv=None):
                     help="BLAS/OpenMP threads of this process, set with threadpoolctl "
                          "(default 1, like R's single-threaded reference BLAS that flexmix "
                          "uses; 0 leaves the library default, e.g. one per core)")
+    ap.add_argument("--numba-threads", type=int, default=1,
+                    help="Numba threads of the numba fits (default 1: with another process "
+                         "on one of two cores, 2 threads add milliseconds per kernel call; "
+                         "0 keeps Numba's default)")
     args = ap.parse_args(argv)
     if args.max_wait is None:
         args.max_wait = 5.0 if args.quick else 30.0
@@ -664,6 +669,12 @@ def _run(args):
     log("flexmix: " + (f"available ({rinfo.get('r_version')}, flexmix {rinfo.get('flexmix_version')})"
                        if avail else f"skipped ({reason})"))
 
+    numba_threads = None
+    with contextlib.suppress(Exception):
+        from moestats.backends import numba_kernels as nk
+        if args.numba_threads > 0:
+            nk.set_num_threads(args.numba_threads)
+        numba_threads = nk.get_num_threads()
     t0 = time.perf_counter()
     X_w, y_w = true_model(2, 1).sample(500, np.random.default_rng(0))
     fit_ours(2, "kmeans", X_w, y_w, backend="numba")  # compile or load the Numba kernels
@@ -701,6 +712,7 @@ def _run(args):
                         "solver='em'), and flexmix on the same data from the same start."),
         "config": {
             "quick": args.quick, "blas_threads": args.blas_threads,
+            "numba_threads": numba_threads,
             "max_wait": args.max_wait, "quiet_threshold": args.quiet_threshold, "ns": list(ns), "ks": list(KS), "ds": list(DS),
             "tol": TOL, "max_iter": MAX_ITER, "data_seed": DATA_SEED, "init_seed": INIT_SEED,
             "design": "X ~ U[-1, 1]^d", "label_smoothing": LABEL_SMOOTHING,

@@ -4,7 +4,9 @@ passes to a stationarity certificate with and without the second-order finish.
 Run from the repository root::
 
     python benchmarks/bench_engine.py --quick   # smoke form, under a minute
-    python benchmarks/bench_engine.py           # full form, about 20-25 min on 2 cores
+    python benchmarks/bench_engine.py           # full form, about 22 min on 2 cores
+    python benchmarks/bench_engine.py --plain-r-1e4 40   # R = 40 at n = 1e4: about 30 min
+    python benchmarks/bench_engine.py --part certificate --no-plain   # accelerated only, ~1.5 min
     python benchmarks/bench_engine.py --part families --out /tmp/engine.json
 
 Parts:
@@ -28,10 +30,13 @@ b. **certificate** -- the softmax-over setup (truth k* = 2, d = 1), fitted k = 3
    - *accelerated*: the engine's default (EM to relative tol 1e-6, then the
      trust-region Newton finish and the certificate): passes, wall time, certified
      fraction, log-likelihood;
-   - *plain EM*: EM only, continued in chunks; after each chunk the certificate is
-     computed at the current point (``observed_derivatives`` + ``certify``, same box and
-     tolerance); stop when certified or at ``--max-plain-iter`` (30,000) iterations.
-     Reported: EM iterations and passes to the certificate, wall time, and the
+   - *plain EM*: EM only (``certify=False``, ``tol=0``), continued in chunks; after each
+     chunk the certificate is computed at the current point (``observed_derivatives`` +
+     ``certify``, same box and tolerance); stop when certified or at ``--max-plain-iter``
+     (30,000) iterations. A replication whose EM iteration leaves the log-likelihood
+     bit-for-bit unchanged stops inside its chunk ("stalled": EM at a fixed point of its
+     own map, e.g. with the gate step no longer moving) and is checked with the others.
+     Reported: EM iterations and passes to the certificate, stalls, wall time, and the
      log-likelihood gap to the accelerated fit.
 
    Target (issue): the median accelerated fit certified in <= 200 passes.
@@ -430,11 +435,18 @@ def run_plain(gate, X, y, inits, floors, max_iter, log=None):
     }
 
 
-def bench_certificate(cfg, log, on_row=None):
+def bench_certificate(cfg, log, on_row=None, plain=True):
     setup = get_setup("softmax-over")
     truth = setup.truth
     gate = SoftmaxGate()
     rows = []
+    # compile (or load) every kernel of the accelerated path before anything is timed
+    Xw, yw, iw, fw = over_batch(truth, 3, 500, 2)
+    with warnings.catch_warnings(), np.errstate(over="ignore", under="ignore", divide="ignore"):
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        run_accelerated(gate, Xw, yw, iw, fw)
+        log(f"certificate: warm-up fit (n=500, R=2) {time.perf_counter() - t0:.2f} s")
     for n in cfg["ns"]:
         R = cfg["R"][n]
         for k in cfg["ks"]:
@@ -446,21 +458,30 @@ def bench_certificate(cfg, log, on_row=None):
                 log(f"certificate k={k} n={n} R={R}: accelerated median passes "
                     f"{acc['passes']['median']:.0f} (max {acc['passes']['max']:.0f}), "
                     f"{acc['certified']}/{R} certified, {acc['wall_s_per_fit']:.3f} s per fit")
-                plain = run_plain(gate, X, y, inits, floors, cfg["max_plain_iter"], log)
+                if not plain:
+                    rows.append({"setup": "softmax-over", "k": k,
+                                 "k_true": truth.params.n_experts,
+                                 "d": truth.params.n_features, "n": n, "R": R,
+                                 "space": THEORY_SPACE.as_dict(), "certify_tol": CERTIFY_TOL,
+                                 "accelerated": acc, "plain_em": None})
+                    if on_row:
+                        on_row(rows)
+                    continue
+                pl = run_plain(gate, X, y, inits, floors, cfg["max_plain_iter"], log)
             gaps = [p["log_likelihood"] - a.log_likelihood
-                    for p, a in zip(plain["per_replication"], acc_traces)
+                    for p, a in zip(pl["per_replication"], acc_traces)
                     if p["log_likelihood"] is not None]
-            plain["loglik_gap_to_accelerated"] = _summary(gaps)
-            plain["loglik_gap_to_accelerated_certified_only"] = _summary(
-                [g for g, p in zip(gaps, plain["per_replication"]) if p["certified"]])
+            pl["loglik_gap_to_accelerated"] = _summary(gaps)
+            pl["loglik_gap_to_accelerated_certified_only"] = _summary(
+                [g for g, p in zip(gaps, pl["per_replication"]) if p["certified"]])
             row = {"setup": "softmax-over", "k": k, "k_true": truth.params.n_experts,
                    "d": truth.params.n_features, "n": n, "R": R,
                    "space": THEORY_SPACE.as_dict(), "certify_tol": CERTIFY_TOL,
-                   "accelerated": acc, "plain_em": plain}
-            log(f"certificate k={k} n={n} R={R}: plain EM {plain['certified']}/{R} certified, "
-                f"median {plain['em_iterations']['median']:.0f} iterations "
-                f"({plain['em_passes']['median']:.0f} passes), LL gap plain - accelerated "
-                f"median {plain['loglik_gap_to_accelerated']['median']:.2e}")
+                   "accelerated": acc, "plain_em": pl}
+            log(f"certificate k={k} n={n} R={R}: plain EM {pl['certified']}/{R} certified, "
+                f"median {pl['em_iterations']['median']:.0f} iterations "
+                f"({pl['em_passes']['median']:.0f} passes), LL gap plain - accelerated "
+                f"median {pl['loglik_gap_to_accelerated']['median']:.2e}")
             rows.append(row)
             if on_row:
                 on_row(rows)
@@ -499,6 +520,23 @@ def code_state():
     for rel in ENGINE_FILES:
         with contextlib.suppress(OSError):
             out["sha256"][rel] = hashlib.sha256((pkg_root / rel).read_bytes()).hexdigest()[:16]
+    if out["git_head"] is None:
+        # moestats imported from outside a checkout (e.g. an exported snapshot on
+        # PYTHONPATH): compare its engine files with this repository's HEAD
+        repo = HERE.parent
+        try:
+            head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"],
+                                  capture_output=True, text=True, timeout=30).stdout.strip()
+            same = []
+            for rel, h in out["sha256"].items():
+                blob = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{rel}"],
+                                      capture_output=True, timeout=30)
+                same.append(blob.returncode == 0
+                            and hashlib.sha256(blob.stdout).hexdigest()[:16] == h)
+            out["benchmark_repo_head"] = head
+            out["engine_files_match_benchmark_repo_head"] = bool(same) and all(same)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
     return out
 
 
@@ -541,11 +579,10 @@ def write_markdown(result, path: Path):
         f"Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, moestats "
         f"{m['moestats']}, numba {nb.get('version')} on {nb.get('threads_used')} thread(s) "
         f"(layer {nb.get('threading_layer')}); BLAS threads {c['blas_threads']}. Code: "
-        f"{result['code']['at_start']['git_head'][:10] if result['code']['at_start']['git_head'] else '?'}"
-        f" with {len(result['code']['at_start']['uncommitted_moestats_files'])} uncommitted "
-        f"moestats file(s) at start"
+        + _code_line(result["code"]["at_start"])
         + ("" if result["code"].get("changed_during_run") is None else
-           f"; engine files changed during the run: {result['code']['changed_during_run']}")
+           "; engine files changed on disk during the run (the run kept the versions it "
+           f"imported at start): {result['code']['changed_during_run']}")
         + ".")
     lines.append("")
     fam = result.get("families")
@@ -613,7 +650,8 @@ def write_markdown(result, path: Path):
                   "unchanged stops, 'stalled', and is checked with the others; after a stall "
                   "each later chunk runs one iteration); iterations and passes are those at "
                   "the first certified check (a fit not certified counts where it stopped: the "
-                  "cap, or its stall). Passes: `FitTrace.passes` (accelerated: EM and finish; plain: "
+                  "cap, or its stall). Passes: `FitTrace.passes` (accelerated: EM and finish; "
+                  "plain: "
                   "EM only, the checks' derivative passes not counted). Wall: the batch's time "
                   "/ R (plain: EM + checks). LL gap: plain EM's log-likelihood where it stopped "
                   "minus the accelerated fit's.", "",
@@ -625,6 +663,13 @@ def write_markdown(result, path: Path):
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in cert:
             a, p = row["accelerated"], row["plain_em"]
+            if p is None:
+                lines.append(
+                    f"| {row['k']} | {row['n']} | {row['R']} | {a['passes']['median']:.0f} | "
+                    f"{a['passes']['max']:.0f} | {a['em_iterations']['median']:.0f} | "
+                    f"{a['wall_s_per_fit']:.3f} | {a['certified']}/{row['R']} | not run | | | "
+                    f"| | | {_fmt(a['other_processes_cores'], '.2f')} / |")
+                continue
             gap = p["loglik_gap_to_accelerated"] or {}
             stalled = p.get("stalled_uncertified")
             if stalled is None:   # results of a run before this field: where EM stopped short
@@ -650,6 +695,16 @@ def write_markdown(result, path: Path):
     path.write_text("\n".join(lines) + "\n")
 
 
+def _code_line(st):
+    if st.get("git_head"):
+        return (f"{st['git_head'][:10]} with {len(st['uncommitted_moestats_files'])} "
+                "uncommitted moestats file(s) at start")
+    match = st.get("engine_files_match_benchmark_repo_head")
+    return (f"moestats from {st.get('moestats_path')} (not a git checkout); its engine files "
+            + ("match" if match else "do NOT match")
+            + f" commit {str(st.get('benchmark_repo_head'))[:10]}")
+
+
 def _load(v):
     return "?" if v is None else "(" + ", ".join(f"{x:.2f}" for x in v) + ")"
 
@@ -669,6 +724,10 @@ def main(argv=None):
                     help="BLAS threads (threadpoolctl; 0 keeps the library default)")
     ap.add_argument("--max-plain-iter", type=int, default=None,
                     help="part b: cap of plain EM's iterations (default 30000, 3000 quick)")
+    ap.add_argument("--no-plain", action="store_true",
+                    help="part b: the accelerated fits only (plain EM is most of the time)")
+    ap.add_argument("--ns", default=None,
+                    help="part b: sample sizes, comma-separated (default 10000,50000; quick 2000)")
     ap.add_argument("--markdown-from", type=Path, default=None, metavar="JSON",
                     help="only rewrite the markdown of an existing results JSON (beside it)")
     ap.add_argument("--plain-r-1e4", type=int, default=None,
@@ -683,7 +742,11 @@ def main(argv=None):
     cfg["b"]["R"] = dict(cfg["b"]["R"])
     if args.max_plain_iter is not None:
         cfg["b"]["max_plain_iter"] = args.max_plain_iter
-    if args.plain_r_1e4 is not None and 10_000 in cfg["b"]["R"]:
+    if args.ns is not None:
+        cfg["b"]["ns"] = tuple(int(float(v)) for v in args.ns.split(",") if v.strip())
+        for n in cfg["b"]["ns"]:
+            cfg["b"]["R"].setdefault(n, 10)
+    if args.plain_r_1e4 is not None:
         cfg["b"]["R"][10_000] = args.plain_r_1e4
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     limiter = contextlib.nullcontext()
@@ -710,6 +773,7 @@ def _run(args, cfg, backends):
                         "and without (plain EM) the second-order finish."),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "config": {"quick": args.quick, "part": args.part, "backends": list(backends),
+                   "no_plain": args.no_plain,
                    "blas_threads": args.blas_threads, "numba_threads": args.numba_threads,
                    "a": {**cfg["a"], "ks": list(cfg["a"]["ks"]), "ds": list(cfg["a"]["ds"]),
                          "families": list(FAMILIES), "seed": SEED_A,
@@ -760,7 +824,8 @@ def _run(args, cfg, backends):
             def on_cert(rows):
                 result["certificate"] = rows
                 save()
-            result["certificate"] = bench_certificate(cfg["b"], log, on_cert)
+            result["certificate"] = bench_certificate(cfg["b"], log, on_cert,
+                                                      plain=not args.no_plain)
     end = code_state()
     result["code"]["at_end"] = end
     changed = sorted(f for f in set(end["sha256"]) | set(result["code"]["at_start"]["sha256"])
