@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .numba_gates import CHUNK, _logits, _to_posterior, gate_code
+from .numba_gates import CHUNK, _add_logit_second, _logits, _to_posterior, gate_code
 
 __all__ = ["observed_derivatives"]
 
@@ -134,19 +134,9 @@ def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_act
                     for u in range(q + 1):
                         hess[q, u] += gbar[q] * gbar[u] - vbar[q] * vbar[u]
             for j in range(k):
-                om = post[j] - w[j]
                 if s[j] != -np.inf:
-                    if j < k - 1 and code != 0:
-                        f = om * h2[j] / ta
-                        for q in range(d):
-                            for u in range(q + 1):
-                                hess[j * d + q, j * d + u] += f * X[r, i, q] * X[r, i, u]
-                    if learns_tau:
-                        if j < k - 1:
-                            f = -om * h1[j] / ta
-                            for q in range(d):
-                                hess[n_gate - 1, j * d + q] += f * X[r, i, q]
-                        hess[n_gate - 1, n_gate - 1] += om * h[j] / ta
+                    _add_logit_second(hess, X, r, i, j, post[j] - w[j], h, h1, h2, ta, code,
+                                      learns_tau, n_gate - 1)
                 # expert second derivatives: -pi x~ x~^T / nu, -pi e x~ / nu, -pi e^2 / (2 nu)
                 pj = post[j]
                 inv = pj / evar[a, j]

@@ -100,6 +100,26 @@ def _logits(X, r, i, coef, intercept, tau, a, code, k_active, sel_logit, h, h1, 
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def _add_logit_second(hess, X, r, i, j, om, h, h1, h2, ta, code, learns_tau, t):
+    """Add ``om`` times the Hessian of the logit :math:`s_{ij}` (lower triangle): the
+    activation's curvature in the slope block of j and, with a learned temperature at
+    index ``t``, its cross terms and :math:`\\partial^2_{\\log\\tau} s = \\sigma/\\tau`."""
+    d = X.shape[2]
+    k = h.shape[0]
+    if j < k - 1 and code != 0:
+        f = om * h2[j] / ta
+        for q in range(d):
+            for u in range(q + 1):
+                hess[j * d + q, j * d + u] += f * X[r, i, q] * X[r, i, u]
+    if learns_tau:
+        if j < k - 1:
+            f = -om * h1[j] / ta
+            for q in range(d):
+                hess[t, j * d + q] += f * X[r, i, q]
+        hess[t, t] += om * h[j] / ta
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _to_posterior(u, scratch, k):
     """Turn the log joint ``u[:k]`` into the posterior in place; return its log-sum-exp."""
     ll = _logsumexp_row(u, scratch, k)[0]
@@ -209,18 +229,8 @@ def _derivs_k(X, rows, tgt, trows, coef, intercept, tau, code, k_active, sel_log
                     dtq = G[j, q] - gt[q]
                     for u in range(q + 1):
                         hess[q, u] += ct * dtq * (G[j, u] - gt[u]) - cw * dwq * (G[j, u] - gw[u])
-                om = tw[j] - mass * w[j]
-                if j < k - 1 and code != 0:
-                    f = om * h2[j] / ta
-                    for q in range(d):
-                        for u in range(q + 1):
-                            hess[j * d + q, j * d + u] += f * X[r, i, q] * X[r, i, u]
-                if learns_tau:
-                    if j < k - 1:
-                        f = -om * h1[j] / ta
-                        for q in range(d):
-                            hess[p - 1, j * d + q] += f * X[r, i, q]
-                    hess[p - 1, p - 1] += om * h[j] / ta
+                _add_logit_second(hess, X, r, i, j, tw[j] - mass * w[j], h, h1, h2, ta, code,
+                                  learns_tau, p - 1)
         pval[a, c] = val
         for q in range(p):
             pgrad[a, c, q] = grad[q]
