@@ -41,11 +41,14 @@ __all__ = ["BatchedParams", "fit_em_batched", "batched_e_step"]
 
 
 def _check_finite(P, rows):
-    """Positions of ``rows`` whose parameters are not all finite (MoEParams would refuse them)."""
+    """Positions of ``rows`` whose parameters MoEParams would refuse (non-finite, or a
+    temperature or variance not positive)."""
     ok = np.ones(rows.size, dtype=bool)
     for f in _FIELDS[:-1]:
         a = getattr(P, f)[rows]
         ok &= np.all(np.isfinite(a.reshape(rows.size, -1)), axis=1)
+    tau = P.temperature[rows]
+    ok &= np.isfinite(tau) & (tau > 0) & np.all(P.expert_var[rows] > 0, axis=1)
     return np.nonzero(~ok)[0]
 
 
