@@ -104,7 +104,7 @@ class Standardizer:
         """A variance floor on the user's scale, in standardised units."""
         return float(floor) / self.y_scale ** 2
 
-    def space(self, space: ParameterSpace, n_features) -> ParameterSpace:
+    def space(self, space: ParameterSpace) -> ParameterSpace:
         """A parameter space for the standardised problem.
 
         Variance bounds scale exactly. A coordinate bound scales differently per
