@@ -215,7 +215,9 @@ class NumbaOps(_HostOps):
     def __init__(self, X, y):
         from ..backends import numba_gates as ng
         from ..backends import numba_kernels as nk  # compiles (or loads the cache) on first use
+        from ..backends import numba_softmax as ns
         self.nk = nk
+        self.ns = ns
         self.ng = ng
         self.X = np.ascontiguousarray(X, dtype=np.float64)
         self.y = np.ascontiguousarray(y, dtype=np.float64)
@@ -240,7 +242,7 @@ class NumbaOps(_HostOps):
         self._moments = None
         if type(gate) is SoftmaxGate:
             coef, intercept = c(P.expert_coef[rows]), c(P.expert_intercept[rows])
-            resp, log_p, ex = self.nk._softmax_fused(
+            resp, log_p, ex = self.ns._softmax_fused(
                 self.X, self.y, rows, c(P.gate_coef[rows]), c(P.gate_intercept[rows]),
                 coef, intercept, c(P.expert_var[rows]), extra)
             if ex is None:
@@ -318,7 +320,7 @@ class NumbaOps(_HostOps):
         return self.nk._rss(self.X, self.y, rows, self._c(resp), theta)
 
     def q_eval(self, rows, resp, rpos, coef, intercept):
-        return self.nk._softmax_q(self.X, rows, self._c(resp), rpos.astype(np.int64),
+        return self.ns._softmax_q(self.X, rows, self._c(resp), rpos.astype(np.int64),
                                   self._c(coef), self._c(intercept), True)
 
     def neg_hessian(self, rows, resp, rpos, state):
