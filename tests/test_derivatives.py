@@ -123,3 +123,53 @@ def test_numba_kernels_equal_the_reference(name, rng):
         for g, r in zip(got, ref):
             if r is not None and r.size:
                 assert _rel(g, r) < 1e-12
+
+
+@pytest.mark.parametrize("name", sorted(GATE_CASES))
+def test_fused_dense_e_step_equals_the_reference(name, rng):
+    """The fused E-step of the dense temperature and activation gates (one pass):
+    responsibilities, log-likelihood, expert statistics and Q's value, gradient and
+    Hessian at the current gate equal the NumPy reference to 1e-10 relative."""
+    pytest.importorskip("numba")
+    from moestats.backends import numba_fused_gates
+    from moestats.experts import weighted_statistics
+    from moestats.solvers.batched_em import batched_e_step
+    gate, X, y, P, L = _setup(name, rng)
+    if not numba_fused_gates.fuses(gate, K):
+        pytest.skip("not a dense temperature/activation gate with a built-in activation")
+    rows = np.arange(A, dtype=np.int64)
+    resp, log_p, (stats, q0, _) = numba_fused_gates.dense_fused_e_step(gate, X, y, rows, P, True)
+    ref_resp, ref_log_p = batched_e_step(gate, P, X, y)
+    assert _rel(resp, ref_resp) < 1e-10
+    assert _rel(log_p, ref_log_p) < 1e-10
+    for a in range(A):
+        for got, ref in zip((s[a] for s in stats), weighted_statistics(X[a], y[a], ref_resp[a])):
+            assert _rel(got, ref) < 1e-10
+    for got, ref in zip(q0, gate_objective_derivatives(gate, X, ref_resp, P)):
+        assert _rel(got, ref) < 1e-10
+
+
+def test_vectorised_activations_are_accurate():
+    """tanh and the sigmoid of the fused kernel, with their derivatives, against NumPy
+    (relative 1e-14) over the whole range, the series/exp switch and overflow included."""
+    pytest.importorskip("numba")
+    from moestats.backends.numba_fused_gates import _activate_block
+    z = np.concatenate([np.linspace(-40, 40, 2001), [0.0, -0.0, 0.0625, -0.0625,
+                        np.nextafter(0.0625, 0), 1e-300, 5e-324, 800.0, -800.0, 1e5, -1e5]])
+    n = z.size
+    h, h1, h2 = np.empty(n), np.empty(n), np.empty(n)
+    _activate_block(1, z, h, h1, h2, n)
+    zl = z.astype(np.longdouble)  # reference derivatives in extended precision
+    t = np.tanh(z)
+    with np.errstate(over="ignore"):
+        d1 = (1.0 / np.cosh(zl) ** 2).astype(float)
+    np.testing.assert_allclose(h, t, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(h1, d1, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(h2, -2 * t * d1, rtol=1e-13, atol=1e-300)
+    _activate_block(2, z, h, h1, h2, n)
+    with np.errstate(over="ignore"):
+        e = (1.0 / (1.0 + np.exp(-zl))).astype(float)
+        d1 = (0.25 / np.cosh(0.5 * zl) ** 2).astype(float)
+    np.testing.assert_allclose(h, e, rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(h1, d1, rtol=1e-13, atol=1e-300)
+    assert np.all(np.isfinite(h2))

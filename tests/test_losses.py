@@ -164,19 +164,32 @@ def test_d2_and_d1_hand_values():
     weights = abs(0.2 + 0.1 - w_true0) + abs(1.0 - 1.0)
     want_d2 = atom0 + atom1 + atom2 + weights
     assert want_d2 == pytest.approx(0.67941069, abs=1e-8)  # the numbers written out
-    assert d2_loss(fitted_3(), truth_2()) == pytest.approx(want_d2, rel=1e-12)
-    assert voronoi_loss(fitted_3(), truth_2()) == pytest.approx(want_d2, rel=1e-12)  # auto
+    ref = dict(gauge="reference")  # the formula as written: raw weights e^{beta_0}
+    assert d2_loss(fitted_3(), truth_2(), **ref) == pytest.approx(want_d2, rel=1e-12)
+    assert voronoi_loss(fitted_3(), truth_2(), **ref) == pytest.approx(want_d2, rel=1e-12)
     want_d1 = (0.2 * (0.1 + 0.2 + 0.15 + 0.1) + 0.1 * (0.2 + 0.1 + 0.0 + 0.05)
                + atom2 + weights)
-    assert d1_loss(fitted_3(), truth_2()) == pytest.approx(want_d1, rel=1e-12)
+    assert d1_loss(fitted_3(), truth_2(), **ref) == pytest.approx(want_d1, rel=1e-12)
+    # default "slope" gauge: the reference cell {2} already has the true slope 0, so
+    # t_1 = 0, and the weights are rescaled to the true total mass (e^{-1} + 1) / 1.3
+    s = (w_true0 + 1.0) / 1.3
+    want_slope = (s * (atom0 + atom1) + s * (0.05 + 0.25 + 0.3)
+                  + abs(s * 0.3 - w_true0) + abs(s - 1.0))
+    assert d2_loss(fitted_3(), truth_2()) == pytest.approx(want_slope, rel=1e-12)
+    assert voronoi_loss(fitted_3(), truth_2()) == pytest.approx(want_slope, rel=1e-12)
 
 
 def test_learned_temperature_adds_tau_with_beta1_exponent():
     true = truth_2()
     fit = fitted_3().replace(temperature=0.6)  # |dtau| = 0.1
-    base = d2_loss(fit.replace(temperature=0.5), true)
+    base = d2_loss(fit.replace(temperature=0.5), true, gauge="reference")
     extra = 0.2 * 0.1**4 + 0.1 * 0.1**4 + 1.0 * 0.1  # rbar(2) = 4 in cell 0, 1 in cell 1
-    assert d2_loss(fit, true, learned_temperature=True) == pytest.approx(base + extra, rel=1e-12)
+    assert d2_loss(fit, true, learned_temperature=True, gauge="reference") == pytest.approx(
+        base + extra, rel=1e-12)
+    # default gauge: the same with the mass-rescaled weights
+    s = (math.exp(-1.0) + 1.0) / 1.3
+    assert d2_loss(fit, true, learned_temperature=True) == pytest.approx(
+        d2_loss(fit.replace(temperature=0.5), true) + s * extra, rel=1e-12)
 
 
 def test_parameter_errors_hand_values():
@@ -185,7 +198,10 @@ def test_parameter_errors_hand_values():
     assert errs["expert_coef"] == pytest.approx(0.2)
     assert errs["expert_intercept"] == pytest.approx(0.25)
     assert errs["expert_var"] == pytest.approx(0.3)
-    assert errs["weight"] == pytest.approx(abs(0.3 - math.exp(-1.0)))
+    s = (math.exp(-1.0) + 1.0) / 1.3  # default gauge: weights with the true total mass
+    assert errs["weight"] == pytest.approx(max(abs(0.3 * s - math.exp(-1.0)), abs(s - 1.0)))
+    assert parameter_errors(fitted_3(), truth_2(), gauge="reference")["weight"] == \
+        pytest.approx(abs(0.3 - math.exp(-1.0)))
     assert errs["cell_sizes"].tolist() == [2, 1]
     np.testing.assert_allclose(errs["per_cell"]["gate_coef"], [0.2, 0.0], atol=1e-12)
     np.testing.assert_allclose(errs["per_cell"]["expert_var"], [0.1, 0.3], atol=1e-12)
@@ -198,9 +214,13 @@ def test_empty_cell_contributes_true_weight():
     fit = MoEParams([[0.0]], [0.0], [[-1.0]], [-0.5], [1.0])
     cells = voronoi_cells(fit, true)
     assert cells[0].size == 0 and cells[1].tolist() == [0]
-    for loss in (d1_loss(fit, true), d2_loss(fit, true)):
+    for loss in (d1_loss(fit, true, gauge="reference"), d2_loss(fit, true, gauge="reference")):
         assert loss == pytest.approx(math.exp(-1.0), rel=1e-12)
-    errs = parameter_errors(fit, true)
+    # default gauge: the single atom carries the true total mass 1 + e^{-1}, so its
+    # cell is off by e^{-1} as well
+    for loss in (d1_loss(fit, true), d2_loss(fit, true)):
+        assert loss == pytest.approx(2 * math.exp(-1.0), rel=1e-12)
+    errs = parameter_errors(fit, true, gauge="reference")
     assert errs["weight"] == pytest.approx(math.exp(-1.0))
     assert np.isnan(errs["per_cell"]["gate_coef"][0]) and errs["gate_coef"] == 0.0
     # relative weights: an empty cell contributes 1
@@ -242,7 +262,8 @@ def test_top_k_is_max_over_subsets():
          + abs(0.3 - w0), 0.6]
     for K in (1, 2):
         brute = max(sum(T[j] for j in S) for S in itertools.combinations(range(2), K))
-        assert d2_loss(fit3, t2, top_k=K, relative_weights=False) == pytest.approx(brute)
+        assert d2_loss(fit3, t2, top_k=K, relative_weights=False,
+                       gauge="reference") == pytest.approx(brute)
 
 
 def test_top1_relative_weights():
@@ -256,8 +277,8 @@ def test_top1_relative_weights():
     assert d2_loss(fit, true, top_k=1, relative_weights=True) == pytest.approx(want)
     assert d2_loss(fit, true, relative_weights=True) == pytest.approx(want)  # K = k*: sum
     # absolute weights would add |3 + 1 - 1| to the weight term
-    assert d2_loss(fit, true, top_k=1, relative_weights=False) == pytest.approx(
-        3 * 0.1**4 + 1 * 0.2**4 + 3.0)
+    assert d2_loss(fit, true, top_k=1, relative_weights=False,
+                   gauge="reference") == pytest.approx(3 * 0.1**4 + 1 * 0.2**4 + 3.0)
     errs = parameter_errors(fit, true, relative_weights=True)
     assert errs["weight"] == pytest.approx(0.0, abs=1e-15)
 
@@ -341,11 +362,13 @@ def test_split_reference_atom_and_intercept_gauge():
     X = np.linspace(-1, 1, 40)[:, None]
     assert density_error(fit, true, gate, gate, X) < 1e-7
     want = math.exp(b0) * c + c  # |e^{b0}(1+c) - e^{b0}| + |c + 1 - 1|
-    assert d2_loss(fit, true) == pytest.approx(want, rel=1e-12)
+    assert d2_loss(fit, true, gauge="reference") == pytest.approx(want, rel=1e-12)
+    assert d2_loss(fit, true) == pytest.approx(0.0, abs=1e-14)  # default "slope" gauge
     assert d2_loss(fit, true, gauge="intercept") == pytest.approx(0.0, abs=1e-14)
     assert parameter_errors(fit, true, gauge="intercept")["weight"] == pytest.approx(0.0, abs=1e-14)
     # the infimum over the scale is never above the reference gauge
-    assert d2_loss(fitted_3(), true, gauge="intercept") <= d2_loss(fitted_3(), true)
+    assert d2_loss(fitted_3(), true, gauge="intercept") <= d2_loss(fitted_3(), true,
+                                                                   gauge="reference")
 
 
 # -------------------------------------------------------------- Hellinger

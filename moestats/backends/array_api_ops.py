@@ -46,6 +46,11 @@ class ArrayAPIOps:
     #: the -Hessian comes with the objective's pass
     hessian_passes = 0
 
+    @staticmethod
+    def fuses(gate, k):
+        """Whether :meth:`e_step` with ``extra`` also gives ``(stats, q0)`` (not here)."""
+        return False
+
     def __init__(self, X, y, xp, X_dev=None, y_dev=None):
         from ..backends import array_api as kernels
         self.k = kernels

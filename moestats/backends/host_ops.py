@@ -110,6 +110,11 @@ class _HostOps:
         return a
 
     @staticmethod
+    def fuses(gate, k):
+        """Whether :meth:`e_step` with ``extra`` also gives ``(stats, q0)`` (not here)."""
+        return False
+
+    @staticmethod
     def loglik(log_p):
         """Observed log-likelihood per replication, from the per-sample ones."""
         return log_p.sum(axis=1)
@@ -216,6 +221,8 @@ class NumbaOps(_HostOps):
         from ..backends import numba_gates as ng
         from ..backends import numba_kernels as nk  # compiles (or loads the cache) on first use
         from ..backends import numba_softmax as ns
+        from ..backends import numba_fused_gates as nf
+        self.nf = nf
         self.nk = nk
         self.ns = ns
         self.ng = ng
@@ -232,29 +239,47 @@ class NumbaOps(_HostOps):
     def _c(a):
         return np.ascontiguousarray(a, dtype=np.float64)
 
+    def fuses(self, gate, k):
+        """Whether :meth:`e_step` with ``extra`` also gives the expert statistics and
+        the gate objective's derivatives (``(stats, q0)``) for ``gate`` with ``k``
+        experts: the softmax gate (:mod:`.numba_softmax`) and the dense temperature
+        and activation gates (:mod:`.numba_fused_gates`)."""
+        return k > 1 and (type(gate) is SoftmaxGate or self.nf.fuses(gate, k))
+
     def e_step(self, gate, P, rows, extra=False):
-        """Responsibilities and per-sample log-likelihood; for the softmax gate with
-        ``extra``, the same pass also gives the expert statistics and the gate
-        objective, gradient and -Hessian at the current gate (``(stats, q0)``), and
-        residual moments from which :meth:`rss` gets the next expert step's residual
-        sums without another pass over the data."""
+        """Responsibilities and per-sample log-likelihood; where :meth:`fuses`, with
+        ``extra`` the same pass also gives the expert statistics and the gate
+        objective, gradient and -Hessian (softmax) or Hessian (the others) at the
+        current gate (``(stats, q0)``), and residual moments from which :meth:`rss`
+        gets the next expert step's residual sums without another pass over the data."""
         c = self._c
         self._moments = None
+        k = P.gate_coef.shape[1]
         if type(gate) is SoftmaxGate:
-            coef, intercept = c(P.expert_coef[rows]), c(P.expert_intercept[rows])
             resp, log_p, ex = self.ns._softmax_fused(
                 self.X, self.y, rows, c(P.gate_coef[rows]), c(P.gate_intercept[rows]),
-                coef, intercept, c(P.expert_var[rows]), extra)
-            if ex is None:
-                return resp, log_p, None
-            stats, q0, (ree, rex) = ex
-            if self._first_e_step:
-                self._first_e_step = False
-                return resp, log_p, (stats, q0)
-            theta_old = np.concatenate([coef, intercept[..., None]], axis=2)
-            # a weak reference: rss() uses the moments only for this very resp
-            self._moments = (weakref.ref(resp), rows.copy(), theta_old, ree, rex, stats[1])
+                c(P.expert_coef[rows]), c(P.expert_intercept[rows]), c(P.expert_var[rows]),
+                extra)
+        elif self.nf.fuses(gate, k):
+            resp, log_p, ex = self.nf.dense_fused_e_step(gate, self.X, self.y, rows, P,
+                                                         extra)
+        else:
+            return self._e_step_from_log_weights(gate, P, rows)
+        if ex is None:
+            return resp, log_p, None
+        stats, q0, (ree, rex) = ex
+        if self._first_e_step:
+            self._first_e_step = False
             return resp, log_p, (stats, q0)
+        theta_old = np.concatenate([c(P.expert_coef[rows]), c(P.expert_intercept[rows])[..., None]],
+                                   axis=2)
+        # a weak reference: rss() uses the moments only for this very resp
+        self._moments = (weakref.ref(resp), rows.copy(), theta_old, ree, rex, stats[1])
+        return resp, log_p, (stats, q0)
+
+    def _e_step_from_log_weights(self, gate, P, rows):
+        """E-step from the gate's log weights (compiled; a user activation's in NumPy)."""
+        c = self._c
         A, n, k = rows.size, self.X.shape[1], P.gate_coef.shape[1]
         resp = np.empty((A, n, k))
         log_p = np.empty((A, n))

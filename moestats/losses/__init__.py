@@ -26,7 +26,9 @@ as a :class:`~moestats.params.MoEParams` or as a mapping with the same keys
 (``gate_coef``, ``gate_intercept``, ``expert_coef``, ``expert_intercept``,
 ``expert_var`` and optionally ``temperature``); the losses never use the
 reference-expert convention, so the atoms may come in any order (a mapping
-need not have its reference expert last).
+need not have its reference expert last; the true reference of the slope
+gauges is the true atom with zero gate parameters, wherever it is, or the
+one given as ``reference``).
 
 Temperature modes (argument ``learned_temperature`` / ``include_temperature``):
 
@@ -40,30 +42,65 @@ Temperature modes (argument ``learned_temperature`` / ``include_temperature``):
     (identity-activation) temperature gate replaces :math:`(\\beta_1, \\tau)`,
     in the cells and in the brackets (exponent of :math:`\\beta_1`).
 
-Gauge. The losses of papers.md section 4 compare :math:`e^{\\beta_{0i}}` with
-:math:`e^{\\beta^*_{0j}}` in the reference gauge (last expert's
-:math:`\\beta_0 = 0` in both models), as written there; that is the default
-``gauge="reference"``. The softmax density only identifies the intercepts up to
-a common shift :math:`t_0`, and when the true **reference** atom is fitted by
-two or more atoms, the reference-gauge weight term does not vanish at a fitted
-model with exactly the true density (e.g. truth weights
-:math:`(e^{\\beta^*_{01}}, 1)`, fitted :math:`(e^{\\beta^*_{01}}(1+c), c, 1)`
-gives weight term :math:`c\\,(1 + e^{\\beta^*_{01}})`). ``gauge="intercept"``
-takes the infimum over :math:`t_0` instead (fitted weights multiplied by
-:math:`s = e^{t_0} > 0`); see :func:`voronoi_loss`. Its infimum includes the
-limit :math:`s \to 0`, where every cell total is :math:`e^{\beta^*_{0j}}`, so a
-poor fit saturates at :math:`\\sum_j e^{\\beta^*_{0j}}`. ``gauge="mass"`` fixes the
-shift instead by giving the fitted measure the true total mass,
-:math:`w_i = e^{\\beta_{0i}} \\sum_j e^{\\beta^*_{0j}} / \\sum_l e^{\\beta_{0l}}`:
-translation invariant, zero at the truth and in the example above, computed
-stably for any intercepts (the simulations use it).
+Gauge. The fitted gate parameters are identified only up to a common shift
+:math:`(t_1, t_0)` added to every expert's :math:`(\\beta_{1j}, \\beta_{0j})`
+(softmax, top-K and temperature gates; only :math:`t_0` for activation gates,
+whose logits :math:`\\sigma(\\beta_1^\\top x)/\\tau + \\beta_0` are not linear in
+:math:`\\beta_1`) and up to relabelling; a top-1 gate also up to a common scale
+:math:`c > 0` of the slopes. The losses of papers.md section 4 hold in the
+truth's gauge, so every loss first brings the fit there
+(:func:`align_to_truth`; argument ``gauge``, named by :func:`loss_gauge`):
+
+``"slope"`` (default)
+    :math:`t_1` so that the fitted atoms in the true reference's cell carry the
+    reference's slope (within-cell mass-weighted mean), found as a fixed point
+    of (cells -> shift -> cells) from the gauge-free cells and from every fitted
+    atom as the reference's anchor, the fixed point of smallest :math:`D_1`
+    kept; :math:`t_0` so that the fitted measure has the true total mass.
+    Invariant to relabelling and to common shifts, zero at every
+    reparametrisation of the truth (including split atoms). With
+    ``slope_gauge=False`` (activation gates) only :math:`t_0` is fixed and the
+    gauge is ``"mass"``.
+``"slope+unit-norm"``
+    The identifiable top-1 form: the gate slopes are replaced by the relative
+    slopes :math:`(\\beta_{1i} - m)/N` of unit total norm (papers.md section 2;
+    :func:`align_to_truth` gives :math:`m`, :math:`N`), in the cells and in the
+    brackets; invariant to :math:`\\beta_1 \\to c\\beta_1 + t_1`.
+``"reference"``
+    Papers.md section 4 as written: :math:`e^{\\beta_{0i}}` against
+    :math:`e^{\\beta^*_{0j}}` with both models in the reference-expert
+    convention, raw slopes. Not invariant: a fit with the true density whose
+    fitted reference is another true expert scores huge losses (labels
+    switched, :math:`D_1 \\approx 7.8 \\cdot 10^4` on the [D] truth).
+``"intercept"``
+    The infimum over :math:`t_0` (fitted weights multiplied by :math:`s > 0`),
+    raw slopes; see :func:`voronoi_loss`. Its infimum includes the limit
+    :math:`s \\to 0`, where every cell total is :math:`e^{\\beta^*_{0j}}`, so a
+    poor fit saturates at :math:`\\sum_j e^{\\beta^*_{0j}}`.
+``"mass"``
+    :math:`t_0` only, by the true total mass,
+    :math:`w_i = e^{\\beta_{0i}} \\sum_j e^{\\beta^*_{0j}} / \\sum_l e^{\\beta_{0l}}`,
+    raw slopes.
+
+Examples
+--------
+>>> from moestats import MoEParams
+>>> from moestats.losses import d1_loss, loss_gauge
+>>> truth = MoEParams([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]],
+...                   [15.0, -5.0], [0.09, 0.16])
+>>> switched = MoEParams([[-25.0], [0.0]], [8.0, 0.0], [[20.0], [-20.0]],
+...                      [-5.0, 15.0], [0.16, 0.09])   # same density
+>>> d1_loss(switched, truth) < 1e-12, loss_gauge()
+(True, 'slope')
 """
 
 from __future__ import annotations
 
+from .alignment import align_to_truth
 from .atoms import rbar, voronoi_cells
 from .density import density_error
-from .parameter_errors import parameter_errors
+from .gauge import DEFAULT_GAUGE, GAUGES, GaugeAlignment, loss_gauge
+from .parameter_errors import cell_parameter_errors, parameter_errors
 from .voronoi import d1_loss, d2_loss, voronoi_loss
 
 __all__ = [
@@ -73,5 +110,11 @@ __all__ = [
     "d1_loss",
     "d2_loss",
     "parameter_errors",
+    "cell_parameter_errors",
     "density_error",
+    "align_to_truth",
+    "GaugeAlignment",
+    "loss_gauge",
+    "GAUGES",
+    "DEFAULT_GAUGE",
 ]

@@ -199,8 +199,9 @@ def _cells_from_assignment(assignment, k_true):
     return [np.flatnonzero(assignment == j) for j in range(k_true)]
 
 
-def voronoi_cells(fitted, true, *, include_temperature=False):
-    """Voronoi cells :math:`A_j` of the true atoms.
+def voronoi_cells(fitted, true, *, include_temperature=False, gauge="slope", slope_gauge=True,
+                  relative_weights=False, reference=None):
+    """Voronoi cells :math:`A_j` of the true atoms, in the truth's gauge.
 
     .. math::
 
@@ -209,7 +210,11 @@ def voronoi_cells(fitted, true, *, include_temperature=False):
         \\;[\\, + |\\hat\\tau - \\tau^*| \\,] \\,\\}
 
     (sum of the Euclidean norms of the blocks; :math:`\\beta_0` excluded);
-    ties go to the lower :math:`j`.
+    ties go to the lower :math:`j`. The gate slopes are those of the gauge
+    (:func:`~moestats.losses.align_to_truth`): by default the fitted slopes
+    shifted by the common :math:`t_1` that gives the true reference's cell the
+    reference's slope; ``gauge="reference"`` (or ``"mass"``) uses the raw
+    slopes.
 
     Parameters
     ----------
@@ -219,6 +224,15 @@ def voronoi_cells(fitted, true, *, include_temperature=False):
         ``True`` adds :math:`|\\hat\\tau - \\tau^*|` to the distance (the same for
         every pair, so the cells do not change); ``"ratio"`` compares
         :math:`\\beta_1/\\tau` in place of :math:`\\beta_1`.
+    gauge : str, default="slope"
+        See :func:`~moestats.losses.voronoi_loss`.
+    slope_gauge : bool, default=True
+        Whether a common slope shift is a symmetry of the fitted model
+        (``False`` for activation gates: raw slopes).
+    relative_weights : bool, default=False
+        Weights of the :math:`D_1` that chooses among the gauge's fixed points.
+    reference : int, optional
+        True reference atom of the slope gauges.
 
     Returns
     -------
@@ -230,8 +244,21 @@ def voronoi_cells(fitted, true, *, include_temperature=False):
     ------
     ValueError
         If the two models have different numbers of features.
+
+    Examples
+    --------
+    >>> from moestats import MoEParams
+    >>> from moestats.losses import voronoi_cells
+    >>> truth = MoEParams([[2.0], [0.0]], [-1.0, 0.0], [[1.0], [-1.0]], [0.5, -0.5],
+    ...                   [0.5, 1.0])
+    >>> fit = MoEParams([[2.1], [1.8], [0.0]], [-1.6, -2.3, 0.0], [[1.2], [0.9], [-1.05]],
+    ...                 [0.35, 0.5, -0.25], [0.6, 0.45, 1.3])
+    >>> [c.tolist() for c in voronoi_cells(fit, truth)]
+    [[0, 1], [2]]
     """
-    fit, tru = _as_pair(fitted, true)
+    from .alignment import align_to_truth  # alignment.py builds on this module
+
     mode = _temperature_mode(include_temperature, "include_temperature")
-    dist = _block_distances(_blocks(fit, mode), _blocks(tru, mode))
-    return _cells_from_assignment(_assign(dist), tru["gate_coef"].shape[0])
+    return align_to_truth(fitted, true, gauge=gauge, slope_gauge=slope_gauge,
+                          learned_temperature=mode,
+                          relative_weights=relative_weights, reference=reference).cells

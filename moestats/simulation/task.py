@@ -14,16 +14,30 @@ import warnings
 import numpy as np
 
 from ..estimator import GaussianMoE
-from ..losses import density_error, parameter_errors, voronoi_loss
+from ..gates import ActivationGate
+from ..losses import density_error, loss_gauge, parameter_errors, voronoi_loss
 from ..sampling import GridDesign, near_truth_init, sample_conditional
 from ..solvers import fit_em_batched, fit_mle
 from .spec import SweepSpec, Task, task_seed
 
-__all__ = ["run_task", "run_batch", "prepare_task", "simulate_data", "LOSS_GAUGE"]
+__all__ = ["run_task", "run_batch", "prepare_task", "simulate_data", "LOSS_GAUGE",
+           "LOSS_GAUGE_TOP1"]
 
-#: losses fix the common intercept shift by giving the fitted measure the true total mass (the density
-#: is invariant to it; see moestats.losses, ``gauge``)
-LOSS_GAUGE = "mass"
+#: losses bring the fit to the truth's gauge: the common gate shift (t_1, t_0) that gives the true
+#: reference's cell its slope and the fitted measure the true total mass, labels free (the density
+#: is invariant to both; see moestats.losses.align_to_truth). Activation gates (logits non-linear
+#: in beta_1) fix t_0 only, i.e. the "mass" gauge; each row names its gauge (``loss_gauge``).
+LOSS_GAUGE = "slope"
+#: the gauge of a true top-1 gate: relative gate slopes of unit total norm (|beta_1| is not
+#: identifiable for top-1, papers.md section 2)
+LOSS_GAUGE_TOP1 = "slope+unit-norm"
+
+
+def _gauge_options(true_gate, fitted_gate):
+    """``(gauge, slope_gauge)`` of the losses for a true and a fitted gate."""
+    slope_gauge = not isinstance(fitted_gate, ActivationGate)
+    top1 = getattr(true_gate, "k_active", None) == 1
+    return (LOSS_GAUGE_TOP1 if top1 and slope_gauge else LOSS_GAUGE), slope_gauge
 
 
 def simulate_data(spec: SweepSpec, n: int, replication: int):
@@ -49,7 +63,8 @@ def _losses(config, truth, fitted_params, fitted_gate, X_density):
     true_gate = truth.gate
     top_k = getattr(true_gate, "k_active", None)
     learned = fitted_gate.learns_temperature
-    opts = dict(top_k=top_k, gauge=LOSS_GAUGE)
+    gauge, slope_gauge = _gauge_options(true_gate, fitted_gate)
+    opts = dict(top_k=top_k, gauge=gauge, slope_gauge=slope_gauge)
     out = {}
     out["voronoi"] = voronoi_loss(fitted_params, truth.params, "auto",
                                   learned_temperature=learned, **opts)
@@ -57,12 +72,25 @@ def _losses(config, truth, fitted_params, fitted_gate, X_density):
         out["voronoi_ratio"] = voronoi_loss(fitted_params, truth.params, "auto",
                                             learned_temperature="ratio", **opts)
     errors = parameter_errors(fitted_params, truth.params, learned_temperature=learned,
-                              relative_weights=(top_k == 1), gauge=LOSS_GAUGE)
+                              relative_weights=(top_k == 1), gauge=gauge,
+                              slope_gauge=slope_gauge)
+    errors["loss_gauge"] = loss_gauge(gauge, slope_gauge=slope_gauge)
     if X_density is not None:
         out["density"] = density_error(fitted_params, truth.params, fitted_gate, true_gate,
                                        X_density)
     main = {"density": out.get("density", np.nan)}.get(config.loss, out["voronoi"])
     return main, out, errors
+
+
+def _cell_columns(errors) -> dict:
+    """Per-cell errors as flat columns: ``cell{j}_size``, ``cell{j}_<block>``, ``cell{j}_weight``
+    (true atom j; NaN blocks for an empty cell), in the losses' gauge."""
+    out = {}
+    for j, size in enumerate(np.asarray(errors["cell_sizes"]).tolist()):
+        out[f"cell{j}_size"] = int(size)
+        for name, values in errors["per_cell"].items():
+            out[f"cell{j}_{name}"] = float(values[j])
+    return out
 
 
 def _density_points(spec, X_density):
@@ -122,8 +150,10 @@ def _finish_row(row, spec, config, trace, fitted_gate, init, assignment, X_densi
     main, losses, errors = _losses(config, spec.setup_obj.truth, fitted_params, fitted_gate,
                                    X_density)
     cert = None if trace.certificate is None else trace.certificate.as_dict()
+    row.update(_cell_columns(errors))
     row.update(
-        status="ok", loss=float(main), losses=json.dumps(_jsonable(losses)),
+        status="ok", loss_gauge=errors["loss_gauge"], loss=float(main),
+        losses=json.dumps(_jsonable(losses)),
         errors=json.dumps(_jsonable(errors)), log_likelihood=float(trace.log_likelihood),
         n_iter=int(trace.n_iter), converged=bool(trace.converged),
         params=json.dumps(fitted_params.as_dict()), init=json.dumps(init.as_dict()),
@@ -150,7 +180,10 @@ def run_task(spec: SweepSpec, task: Task, X_density=None) -> dict:
     Never raises for a failed fit. The row holds: the task key, ``status``
     ("ok"/"failed"), ``error`` (the exception text of a failed fit), ``loss`` (the
     configuration's main loss), ``losses`` and ``errors`` (JSON: every loss and
-    per-parameter error), ``log_likelihood``, ``n_iter``, ``converged`` (certified),
+    per-parameter error, with the per-cell errors), ``loss_gauge`` (the gauge of the losses and
+    errors, :func:`moestats.losses.loss_gauge`), ``cell{j}_size``, ``cell{j}_<block>`` and
+    ``cell{j}_weight`` (per true atom j, :func:`moestats.losses.cell_parameter_errors`),
+    ``log_likelihood``, ``n_iter``, ``converged`` (certified),
     ``passes`` (over the data), ``certificate`` (JSON), ``wall_time`` (seconds),
     ``params`` and ``init`` (JSON :class:`MoEParams`) and the start's cell
     ``assignment``.

@@ -214,8 +214,9 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
     events = [dict() for _ in range(R)]
     last_good = [None] * R
     k, d = P.gate_coef.shape[1:]
-    # the Numba softmax E-step also gives the next iteration's statistics and gate start
-    extra = ops.name == "numba" and type(gate) is SoftmaxGate and k > 1
+    # where the backend fuses them, the E-step also gives the next iteration's expert
+    # statistics and the gate objective's derivatives (the gate step's start)
+    extra = ops.fuses(gate, k)
     # non-softmax gates: one unchecked Newton step per iteration, checked by the next
     # E-step's log-likelihood (and redone with safeguards where it fell)
     optimistic = type(gate) is not SoftmaxGate

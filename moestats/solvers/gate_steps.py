@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gates import SoftmaxGate, TopKGate
+from ..gates import SoftmaxGate, TemperatureGate, TopKGate
 from .batched_params import ParamLayout
 from .expert_step import solve_each
 from .newton import newton_ascent
@@ -161,11 +161,12 @@ def _gate_newton(gate, ops, P, rows, target, lo, hi, max_iter, tol, observed):
     return res.passes + 1
 
 
-def _gate_newton_step(gate, ops, P, rows, target, lo, hi, max_iter, tol, observed):
+def _gate_newton_step(gate, ops, P, rows, target, lo, hi, max_iter, tol, observed, q0=None):
     """One Newton step on the gate part, *not* checked for ascent (see
     :func:`gate_step_batched`'s ``optimistic``), where the objective is locally concave
     (the information positive definite on the free coordinates); elsewhere the
-    safeguarded :func:`_gate_newton`."""
+    safeguarded :func:`_gate_newton`. ``q0``: the objective's (value, gradient,
+    Hessian) at the current gate, if the backend's E-step gave them (no pass then)."""
     from .certify import free_coordinates
     from .newton import _steps
     k, d = P.gate_coef.shape[1:]
@@ -173,18 +174,24 @@ def _gate_newton_step(gate, ops, P, rows, target, lo, hi, max_iter, tol, observe
     sub = P.take(rows)
     full = L.pack(sub)
     idx = np.arange(rows.size)
-    _, grad, hess = ops.gate_derivatives(gate, sub, rows, target, idx, observed=observed)
+    if q0 is None:
+        _, grad, hess = ops.gate_derivatives(gate, sub, rows, target, idx, observed=observed)
+    else:
+        grad, hess = q0[1], q0[2]
     glo, ghi = _gate_box(L, lo, hi)
     theta = full[:, :L.n_gate]
+    free = free_coordinates(theta, grad, glo, ghi)
     concave = np.all(np.isfinite(grad), axis=1) & np.all(
         np.isfinite(hess).reshape(rows.size, -1), axis=1)
+    for a in np.nonzero(concave)[0]:
+        f = free[a]
+        if f.any():
+            eig = np.linalg.eigvalsh(-hess[a][np.ix_(f, f)])
+            concave[a] = eig[0] > 1e-8 * max(1.0, eig[-1])
+    passes = np.full(rows.size, int(q0 is None))
     if concave.any():
-        eig = np.linalg.eigvalsh(-hess[concave])
-        concave[concave] = eig[:, 0] > 1e-8 * np.maximum(1.0, eig[:, -1])
-    passes = np.ones(rows.size, dtype=int)
-    if concave.any():
-        free = free_coordinates(theta[concave], grad[concave], glo[concave], ghi[concave])
-        step = _steps(grad[concave], hess[concave], free, np.zeros(int(concave.sum())))[0]
+        step = _steps(grad[concave], hess[concave], free[concave],
+                      np.zeros(int(concave.sum())))[0]
         full[concave, :L.n_gate] = np.clip(theta[concave] + step, glo[concave], ghi[concave])
         P.put(rows[concave], L.unpack(full[concave], sub.take(np.nonzero(concave)[0])))
     if not concave.all():
@@ -194,6 +201,26 @@ def _gate_newton_step(gate, ops, P, rows, target, lo, hi, max_iter, tol, observe
             target, np.ndarray) else ops.take(target, ~concave), lo[other], hi[other],
             min(max_iter, SAFE_STEPS), tol, observed)
     return passes
+
+
+def _pin_unidentified(gate, P, rows, lo, hi):
+    """The box of a gate step, with :math:`\\log\\tau` held at its current value where
+    the gate is exactly invariant to :math:`(\\beta_1, \\tau) \\to (c\\beta_1, c\\tau)`
+    (a learned temperature with the identity activation, papers.md section 2).
+
+    Along that direction :math:`Q` is constant, so its Hessian is singular (and
+    indefinite away from the maximum) and Newton steps in :math:`(\\beta_1, \\log\\tau)`
+    waste passes; every value of the identified :math:`\\beta_1/\\tau` is reached with
+    :math:`\\tau` fixed, so the step loses nothing. (The second-order finish still sees
+    :math:`\\tau`, and the certificate treats the flat direction as flat.)
+    """
+    if not (isinstance(gate, TemperatureGate) and gate.learns_temperature):
+        return lo, hi
+    k, d = P.gate_coef.shape[1:]
+    t = ParamLayout(gate, k, d).n_gate - 1
+    lo, hi = lo.copy(), hi.copy()
+    lo[:, t] = hi[:, t] = np.log(P.temperature[rows])
+    return lo, hi
 
 
 def _move_selection(gate, X, y, sub, lo, hi, max_sweeps=10):
@@ -230,8 +257,11 @@ def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-1
         Box of the free-parameter vector (:meth:`ParameterSpace.box`).
     max_iter, tol : Newton iterations and relative decrement at which they stop.
     q0 : tuple, optional
-        The softmax objective's (value, gradient, -Hessian) at the current gate, when
-        the backend's E-step already computed them.
+        The gate objective's derivatives at the current gate, when the backend's
+        E-step already computed them (:meth:`ops.fuses`): (value, gradient, -Hessian)
+        for the softmax gate, (value, gradient, Hessian) in the gate part of the
+        free-parameter vector for the dense temperature and activation gates (used by
+        the ``optimistic`` step).
     selection_search : bool
         Top-1: also move the selection boundaries by exact line searches (one sweep;
         the finish searches them to the end, for every K).
@@ -255,9 +285,10 @@ def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-1
         bound = float(hi[0, 0]) if hi.shape[1] else np.inf
         return softmax_newton(ops, P, rows, resp, max_iter, tol, bound, q0)
     if not isinstance(gate, TopKGate):
+        lo, hi = _pin_unidentified(gate, P, rows, lo, hi)
         if optimistic:
             return _gate_newton_step(gate, ops, P, rows, resp, lo, hi, max_iter, tol,
-                                     observed=False)
+                                     observed=False, q0=q0)
         return _gate_newton(gate, ops, P, rows, resp, lo, hi, max_iter, tol, observed=False)
     # top-K: an ECM step on the observed likelihood with the experts fixed
     passes = np.zeros(A, dtype=int)
