@@ -11,7 +11,7 @@ from .params import MoEParams
 from .sampling import GridDesign, TrueModel, UniformDesign, near_truth_init
 from .setups import SETUPS, get_setup
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "GaussianMoE", "NumericalRepairWarning", "Gate", "SoftmaxGate", "TopKGate",

@@ -56,7 +56,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 __all__ = ["SweepSpec", "Task", "ConfigError", "load_spec", "spec_from_setup", "task_seed"]
 
-STARTS = ("near-truth", "near-truth-fixed")
+STARTS = ("near-truth", "near-truth-fixed", "agnostic")
 BACKENDS = ("numba", "numpy", "cupy")
 DESIGNS = ("iid", "grid")
 FORMS = ("quick", "full")
@@ -89,7 +89,14 @@ class SweepSpec:
     replications : int
     seed : int
     design : {"iid", "grid"}
-    start : {"near-truth", "near-truth-fixed"}
+    start : {"near-truth", "near-truth-fixed", "agnostic"}
+        The start protocol (papers.md section 3): the papers' near-truth start (noise
+        shrinking with n), the same with noise fixed, or truth-agnostic: what a user
+        does, :class:`~moestats.GaussianMoE` with ``n_init`` data-driven starts
+        (k-means, random partitions, lines; short-run selection), the best certified
+        likelihood kept.
+    n_init : int
+        Starts of the truth-agnostic protocol (default 10).
     solver : str
     tol : float
     max_iter : int
@@ -122,6 +129,7 @@ class SweepSpec:
     seed: int = 0
     design: str = "iid"
     start: str = "near-truth"
+    n_init: int = 10
     solver: str = "em"
     tol: float = 1e-6
     max_iter: int = 2000
@@ -217,6 +225,8 @@ def _check_spec(spec):
         fail("design", f"must be one of {DESIGNS}, got {spec.design!r}")
     if spec.start not in STARTS:
         fail("start", f"must be one of {STARTS}, got {spec.start!r}")
+    if not isinstance(spec.n_init, (int, np.integer)) or spec.n_init < 1:
+        fail("n_init", f"must be an integer >= 1, got {spec.n_init!r}")
     if spec.solver not in ("em", "mle"):
         fail("solver.name", f"must be 'em' or 'mle', got {spec.solver!r}")
     if spec.backend not in BACKENDS:
@@ -261,7 +271,8 @@ def _sample_sizes(value, where):
                       f"{{min, max, num}}, got {value!r}")
 
 
-_TOP_KEYS = {"setup", "fitted", "seed", "design", "start", "start_noise", "density_sample",
+_TOP_KEYS = {"setup", "fitted", "seed", "design", "start", "n_init", "start_noise",
+             "density_sample",
              "solver", "space", "quick", "full", "description", "figure"}
 
 
@@ -312,6 +323,7 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
         sample_sizes=_sample_sizes(table["sample_sizes"], f"{form}.sample_sizes"),
         replications=table["replications"], seed=config.get("seed", 0),
         design=config.get("design", "iid"), start=config.get("start", "near-truth"),
+        n_init=config.get("n_init", 10),
         solver=solver.get("name", "em"), tol=solver.get("tol", 1e-6),
         max_iter=solver.get("max_iter", 2000), backend=solver.get("backend", "numba"),
         certify_tol=solver.get("certify_tol", 1e-3), space=space,

@@ -18,6 +18,7 @@ from ..gates import ActivationGate
 from ..losses import density_error, loss_gauge, parameter_errors, voronoi_loss
 from ..sampling import GridDesign, near_truth_init, sample_conditional
 from ..solvers import fit_em_batched, fit_mle
+from ..solvers.trace import FitTrace
 from .spec import SweepSpec, Task, task_seed
 
 __all__ = ["run_task", "run_batch", "prepare_task", "simulate_data", "LOSS_GAUGE",
@@ -116,13 +117,24 @@ def prepare_task(spec: SweepSpec, task: Task):
 
     Returns ``(config, gate, X, y, init, assignment, var_floor)``: the data of the
     replication (:func:`simulate_data`), the papers' near-truth start drawn from the
-    task's own seed, and a variance floor of ``1e-6 var(y)`` (below the spec's
-    parameter space's lower variance bound in the papers' setups).
+    task's own seed (``None``, and no assignment, for the truth-agnostic protocol),
+    and a variance floor of ``1e-6 var(y)`` (below the spec's parameter space's
+    lower variance bound in the papers' setups).
     """
     config = next(c for c in spec.fitted_configs() if c.name == task.fitted)
     truth = spec.setup_obj.truth
     X, y = simulate_data(spec, task.n, task.replication)
-    rng = np.random.default_rng(task_seed(spec, task.n, task.replication, task.fitted))
+    seed = task_seed(spec, task.n, task.replication, task.fitted)
+    rng = np.random.default_rng(seed)
+    var_y = float(np.var(y))
+    var_floor = 1e-6 * var_y if var_y > 0 else 1e-12
+    if spec.start == "agnostic":
+        # no start from the truth: the estimator's own starts (drawn in _fit_agnostic)
+        est = GaussianMoE(config.n_experts, gate=config.gate)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gate = est._check_hyperparameters()
+        return config, gate, X, y, None, None, var_floor
     shrink = spec.start != "near-truth-fixed"
     init, assignment = near_truth_init(
         truth.params, config.n_experts, task.n, rng,
@@ -139,8 +151,6 @@ def prepare_task(spec: SweepSpec, task: Task):
         warnings.simplefilter("ignore")
         gate = est._check_hyperparameters()
     init = est._check_init_params(init, X.shape[1], gate)
-    var_y = float(np.var(y))
-    var_floor = 1e-6 * var_y if var_y > 0 else 1e-12
     return config, gate, X, y, init, assignment, var_floor
 
 
@@ -156,8 +166,10 @@ def _finish_row(row, spec, config, trace, fitted_gate, init, assignment, X_densi
         losses=json.dumps(_jsonable(losses)),
         errors=json.dumps(_jsonable(errors)), log_likelihood=float(trace.log_likelihood),
         n_iter=int(trace.n_iter), converged=bool(trace.converged),
-        params=json.dumps(fitted_params.as_dict()), init=json.dumps(init.as_dict()),
-        assignment=json.dumps(assignment.tolist()), passes=int(trace.passes),
+        params=json.dumps(fitted_params.as_dict()),
+        init=None if init is None else json.dumps(init.as_dict()),
+        assignment=None if assignment is None else json.dumps(assignment.tolist()),
+        passes=int(trace.passes),
         certificate=json.dumps(_jsonable(cert)))
     return row
 
@@ -172,6 +184,28 @@ def _fit(spec, gate, X, y, inits, floors):
                             certify_tol=spec.certify_tol) for r in range(len(inits))]
         return fit_em_batched(gate, X, y, inits, tol=spec.tol, max_iter=spec.max_iter,
                               backend=spec.backend, on_error="record", **options)
+
+
+def _fit_agnostic(spec, config, X, y, floor, task):
+    """The truth-agnostic protocol: :class:`~moestats.GaussianMoE` with ``spec.n_init``
+    data-driven starts inside the spec's parameter space, the best certified
+    likelihood kept (the highest if none is certified); returned as a FitTrace whose
+    ``passes`` count every start's passes and whose events hold the start
+    log-likelihoods."""
+    seed = task_seed(spec, task.n, task.replication, task.fitted)
+    est = GaussianMoE(config.n_experts, gate=config.gate, n_init=spec.n_init,
+                      var_floor=floor, space=spec.space, certify_tol=spec.certify_tol,
+                      tol=spec.tol, max_iter=spec.max_iter, solver=spec.solver,
+                      backend=spec.backend,
+                      random_state=int(seed.generate_state(1)[0] % (2**31 - 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with np.errstate(over="ignore", under="ignore", divide="ignore"):
+            est.fit(X, y)
+    events = dict(est.fit_events_)
+    events["start_log_likelihoods"] = [float(v) for v in est.start_log_likelihoods_]
+    return FitTrace(est.params_, np.asarray(est.log_likelihoods_), int(est.n_iter_),
+                    bool(est.converged_), events, est.certificate_, int(est.n_passes_))
 
 
 def run_task(spec: SweepSpec, task: Task, X_density=None) -> dict:
@@ -218,7 +252,14 @@ def run_batch(spec: SweepSpec, tasks, X_density=None) -> list:
         except Exception as exc:
             rows[i]["error"] = _error_text(exc)
     traces = []
-    if prepared:
+    if prepared and spec.start == "agnostic":
+        for i, prep in zip(list(ok), prepared):
+            try:
+                traces.append(_fit_agnostic(spec, prep[0], prep[2], prep[3], prep[6], tasks[i]))
+            except Exception as exc:
+                traces.append(FitTrace(None, np.array([-np.inf]), 0, False,
+                                       {"error": f"{type(exc).__name__}: {exc}"}))
+    elif prepared:
         gate = prepared[0][1]
         try:
             traces = _fit(spec, gate, np.stack([p[2] for p in prepared]),
