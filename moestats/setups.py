@@ -67,6 +67,28 @@ def _temperature_params():
     )
 
 
+def _d2_params():
+    """The added d = 2, k* = 3 softmax truth (U[-1, 1]^2): three experts, each with
+    a gate region of positive mass, distinct regression planes."""
+    return MoEParams(
+        gate_coef=[[4.0, -3.0], [-2.0, 5.0], [0.0, 0.0]],
+        gate_intercept=[-1.0, -1.2, 0.0],
+        expert_coef=[[-3.0, 2.0], [2.0, 1.0], [1.0, -3.0]],
+        expert_intercept=[1.0, -1.0, 0.5],
+        expert_var=[0.1, 0.15, 0.2],
+    )
+
+
+def _activation_setup(name, activation):
+    sym = UniformDesign(-1.0, 1.0)
+    return Setup(
+        f"activation-{name}", "S",
+        TrueModel(_temperature_params(), ActivationGate(activation, 0.5), sym),
+        (FittedConfig(f"k2-{name}", 2, ActivationGate(activation, 1.0, learn_temperature=True),
+                      "D1-temperature", -0.5, other_theory={"loss_voronoi_ratio": -0.5}),),
+        f"activation ({name}) gate with learned tau, exact-specified (added setup)")
+
+
 def _build():
     unit = UniformDesign(0.0, 1.0)
     sym = UniformDesign(-1.0, 1.0)
@@ -89,13 +111,24 @@ def _build():
                             "(d = 1) and reaches the top-1 truth only as gate "
                             "parameters diverge",
                             {"loss_density": -0.5}),
-               FittedConfig("k3-top1", 3, TopKGate(1), "density", 0.0,
-                            "K-bar = 1 < K_needed = 2 (spec: does not converge); "
+               FittedConfig("k3-top1", 3, TopKGate(1), "density", None,
+                            "K-bar = 1 < K_needed = 2: [T]'s condition is sufficient "
+                            "only, so [T] gives no guarantee (papers.md section 2); "
                             "measured: converges at -1/2, because in d = 1 a top-1 "
                             "gate selects only the largest or the smallest slope, so "
                             "one of three experts is never selected and the fitted "
-                            "class contains the truth")),
-              "top-K gate, over-specified (k = 3 > k* = 2)"),
+                            "class contains the truth", {"loss_density": -0.5})),
+              "top-K gate, over-specified (k = 3 > k* = 2); the top-2-of-3 case is a "
+              "documented pathology (its limit needs diverging gate parameters)"),
+        Setup("topk-over-k4", "T", TrueModel(_dnh_params(top1=True), TopKGate(1), sym),
+              (FittedConfig("k4-top2", 4, TopKGate(2), "D2-topk", -0.5,
+                            "K-bar = 2 >= K_needed = 2 with a finite limit: each true "
+                            "expert fitted by two atoms with equal slopes, so the top-2 "
+                            "selection picks both copies of the true expert everywhere "
+                            "(a 3 + 1 split has K_needed = 3 > K-bar and no finite "
+                            "limit)", {"loss_density": -0.5}),),
+              "top-K gate, over-specified where [T]'s condition holds with a finite "
+              "limit (top-1 truth, k* = 2; fitted k = 4, top-2)"),
         Setup("temperature", "S",
               TrueModel(_temperature_params(), TemperatureGate(0.5), sym),
               (FittedConfig("k2-learned-tau", 2, TemperatureGate(1.0, learn_temperature=True),
@@ -110,6 +143,17 @@ def _build():
                FittedConfig("k3-tanh", 3, ActivationGate("tanh", 1.0, learn_temperature=True),
                             "D2-temperature", -0.5, other_theory={"loss_voronoi_ratio": -0.5})),
               "activation (tanh) gate with learned tau"),
+        _activation_setup("sigmoid", "sigmoid"),
+        _activation_setup("gelu", "gelu"),
+        Setup("softmax-d2-exact", "D", TrueModel(_d2_params(), SoftmaxGate(),
+                                                UniformDesign(-1.0, 1.0, 2)),
+              (FittedConfig("k3", 3, SoftmaxGate(), "D1", -0.5),),
+              "softmax gate, d = 2, k* = 3, exact-specified (added setup)"),
+        Setup("softmax-d2-over", "D", TrueModel(_d2_params(), SoftmaxGate(),
+                                               UniformDesign(-1.0, 1.0, 2)),
+              (FittedConfig("k4", 4, SoftmaxGate(), "D2", -0.5),),
+              "softmax gate, d = 2, k* = 3, over-specified with k = 4 (added setup; "
+              "one doubled cell: per-cell rates)"),
     ]
     return {s.id: s for s in setups}
 
