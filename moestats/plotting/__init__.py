@@ -18,11 +18,19 @@ one row per (fitted configuration, sample size, replication):
     ``err_expert_intercept``, ``err_expert_var``, ``err_weight``,
     ``err_temperature``, ``err_gate_slope_over_temperature``; papers.md
     section 4).
+``cell{j}_size``, ``cell{j}_<block>`` (optional)
+    Per-cell errors of true atom ``j`` (:func:`plot_cell_rates`).
+``loss_gauge`` (str, optional)
+    The gauge of the losses and errors, shown on every axis label.
+``certified`` (bool) or ``certificate`` (JSON), ``passes`` (int), optional
+    The fit's stationarity certificate and its passes over the data.
 
 A row is a *failed fit* for a column when its status is not ``"ok"`` or the
 column's value is not finite. Failed fits are excluded from every statistic,
 band and rate fit, and counted in the legend (papers.md section 5: occasional EM
-failures must be reported, never silently averaged). Rate fits are those of
+failures must be reported, never silently averaged). An *uncertified* fit (its
+stored certificate does not hold) is likewise left out of the statistics by
+default (``certified_only=True``), drawn as a cross and counted. Rate fits are those of
 :func:`moestats.rates.fit_rate` (OLS of the log statistic on ``log n`` with a
 stratified-bootstrap CI); local slopes are those of
 :func:`moestats.rates.local_slopes`.
@@ -36,15 +44,26 @@ ones accept ``ax=`` to draw into an existing Axes (and then return
 
 from __future__ import annotations
 
+from ._common import loss_axis_label
+from .cells import CELL_BLOCKS, cell_errors, cell_rate_table, plot_cell_rates
+from .counts import fit_counts, plot_fit_counts, plot_passes
 from .fit import plot_fit_1d
-from .rates import (PARAMETER_ERROR_COLUMNS, plot_local_slopes, plot_parameter_errors,
-                    plot_rate, plot_rate_summary)
+from .rates import PARAMETER_ERROR_COLUMNS, plot_parameter_errors, plot_rate, plot_rate_summary
+from .slopes import plot_local_slopes
 
 __all__ = [
     "plot_rate",
     "plot_parameter_errors",
     "plot_local_slopes",
     "plot_rate_summary",
+    "plot_fit_counts",
+    "plot_passes",
+    "plot_cell_rates",
     "plot_fit_1d",
+    "fit_counts",
+    "cell_errors",
+    "cell_rate_table",
+    "loss_axis_label",
     "PARAMETER_ERROR_COLUMNS",
+    "CELL_BLOCKS",
 ]

@@ -1,14 +1,17 @@
-"""Shared pieces of the rate figures: labels, per-n statistics, one rate curve."""
+"""Shared pieces of the rate figures: labels, log ticks, per-configuration data, one rate curve."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter, LogLocator
 
 from ..rates import RateFit, fit_rate
 
@@ -41,6 +44,16 @@ def _fit_label(rf: RateFit):
     return text
 
 
+def _n_text(n):
+    """A sample size as plain text: ``1e4``, ``3.2e3``, ``500``."""
+    n = float(n)
+    if n < 1e3:
+        return f"{n:.0f}"
+    k = math.floor(math.log10(n))
+    m = n / 10 ** k
+    return f"1e{k}" if abs(m - 1) < 0.05 else f"{m:.1f}e{k}"
+
+
 def _prefix(name):
     return f"{name}: " if name is not None else ""
 
@@ -50,6 +63,115 @@ def _lookup(value, name):
     if isinstance(value, dict):
         return value.get(name)
     return value
+
+
+def _is_density(column, loss_name=None):
+    return "density" in str(column) or (loss_name is not None and "density" in str(loss_name))
+
+
+def loss_axis_label(column, loss_name=None, gauges=()):
+    """The axis label of a loss: its name and its gauge.
+
+    ``"D2 (gauge: slope)"``; a density error (gauge-free) says so; a loss whose
+    gauge the results do not record says that too.
+
+    Examples
+    --------
+    >>> from moestats.plotting import loss_axis_label
+    >>> loss_axis_label("loss", "D2", ["slope"])
+    'D2 (gauge: slope)'
+    >>> loss_axis_label("loss_density")
+    'loss_density (Hellinger density error; gauge-free)'
+    >>> loss_axis_label("loss", "D1")
+    'D1 (gauge: not recorded)'
+    """
+    name = loss_name or column
+    if _is_density(column, loss_name):
+        return f"{name} (Hellinger density error; gauge-free)"
+    gauges = [g for g in gauges if isinstance(g, str)]
+    return f"{name} (gauge: {'/'.join(gauges) if gauges else 'not recorded'})"
+
+
+# ------------------------------------------------------------------- ticks
+class _PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers: ``1e2``, ``1e3`` (``0.1``, ``1``, ``10``), and
+    ``2``, ``5``, ``0.03`` for the minor ticks labelled on a short axis."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        k = math.log10(x)
+        if abs(k - round(k)) < 1e-9:
+            k = int(round(k))
+            return {-1: "0.1", 0: "1", 1: "10"}.get(k, f"1e{k}")
+        if 1e-3 <= x < 1e3:
+            return f"{x:.3g}"
+        k = math.floor(k + 1e-9)
+        return f"{x / 10 ** k:.2g}e{k}"
+
+
+def _log_axis(ax, which="both"):
+    """Log scale with decade ticks labelled ``1e2, 1e3, ...`` on ``which`` axis/axes."""
+    axes = {"x": [ax.xaxis], "y": [ax.yaxis], "both": [ax.xaxis, ax.yaxis]}[which]
+    for axis in axes:
+        (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
+        axis.set_major_locator(LogLocator(base=10.0))
+        axis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False,
+                                                    minor_thresholds=(1.0, 0.4)))
+        axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False,
+                                                    minor_thresholds=(1.0, 0.4)))
+
+
+def _grid(ax):
+    ax.grid(True, which="major", alpha=0.5)
+    ax.grid(True, which="minor", alpha=0.15)
+
+
+# ------------------------------------------------------------ configurations
+@dataclass
+class _Config:
+    """One fitted configuration's rows: float ``n`` and ``values``; boolean ``failed``
+    (status not "ok") and ``uncertified`` (a stored certificate that does not hold);
+    ``cert_known`` (a certificate is stored); ``passes`` (float, NaN if unknown);
+    ``gauges`` (the loss gauges recorded)."""
+
+    name: object
+    n: np.ndarray
+    values: np.ndarray
+    failed: np.ndarray
+    uncertified: np.ndarray
+    cert_known: np.ndarray
+    passes: np.ndarray
+    gauges: list
+
+    @property
+    def key(self):
+        return self.name if self.name is not None else ""
+
+    def excluded(self, certified_only=True):
+        """Rows left out of every statistic: failed, non-finite, or (by default)
+        uncertified."""
+        out = self.failed | ~np.isfinite(self.values)
+        return out | self.uncertified if certified_only else out
+
+
+def _certified_column(df):
+    """``(certified, known)`` boolean arrays from a ``certified`` column or the
+    ``certificate`` JSON (known False where no certificate is stored)."""
+    m = len(df)
+    if "certified" in df.columns:
+        col = pd.array(df["certified"], dtype="boolean")
+        known = ~np.asarray(col.isna(), dtype=bool)
+        return np.asarray(col.fillna(True), dtype=bool), known
+    if "certificate" in df.columns:
+        cert, known = np.ones(m, bool), np.zeros(m, bool)
+        for i, text in enumerate(df["certificate"]):
+            try:
+                c = json.loads(text) if isinstance(text, str) else None
+            except ValueError:
+                c = None
+            if isinstance(c, dict) and c.get("certified") is not None:
+                cert[i], known[i] = bool(c["certified"]), True
+        return cert, known
+    return np.ones(m, bool), np.zeros(m, bool)
 
 
 def _check_frame(results, column):
@@ -64,13 +186,8 @@ def _check_frame(results, column):
         )
 
 
-def _configs(results, column, fitted):
-    """Split ``results`` by configuration.
-
-    Returns a list of ``(name, n, values, status_failed)`` with float arrays
-    ``n`` and ``values`` and the boolean mask of rows whose status is not "ok".
-    """
-    _check_frame(results, column)
+def _config_frames(results, fitted):
+    """``[(name, frame)]`` per configuration (name None without a ``fitted`` column)."""
     if "fitted" in results.columns:
         available = list(pd.unique(results["fitted"]))
         if fitted is None:
@@ -90,22 +207,32 @@ def _configs(results, column, fitted):
         frames = [(None, results)]
     if not frames:
         raise ValueError("no fitted configuration to plot (results is empty)")
+    return frames
+
+
+def _configs(results, column, fitted):
+    """Split ``results`` by configuration: a list of :class:`_Config`."""
+    _check_frame(results, column)
     out = []
-    for name, df in frames:
+    for name, df in _config_frames(results, fitted):
         n = df["n"].to_numpy(dtype=float)
         values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
-        if "status" in df.columns:
-            status_failed = (df["status"] != "ok").to_numpy(dtype=bool)
-        else:
-            status_failed = np.zeros(n.shape, dtype=bool)
-        out.append((name, n, values, status_failed))
+        failed = ((df["status"] != "ok").to_numpy(dtype=bool) if "status" in df.columns
+                  else np.zeros(n.shape, dtype=bool))
+        certified, known = _certified_column(df)
+        passes = (pd.to_numeric(df["passes"], errors="coerce").to_numpy(dtype=float)
+                  if "passes" in df.columns else np.full(n.shape, np.nan))
+        gauges = (sorted({g for g in df["loss_gauge"] if isinstance(g, str)})
+                  if "loss_gauge" in df.columns else [])
+        out.append(_Config(name, n, values, failed, ~failed & known & ~certified, known,
+                           passes, gauges))
     return out
 
 
-def _per_n(n, values, status_failed, band, trim=0.1):
+def _per_n(n, values, excluded, band, trim=0.1):
     """Per-n statistics (mean, median, trimmed mean) and band quantiles of the
-    valid values; the trimmed mean is that of :func:`moestats.rates.fit_rate`."""
-    ok = np.isfinite(values) & ~status_failed
+    values not ``excluded``; the trimmed mean is that of :func:`moestats.rates.fit_rate`."""
+    ok = np.isfinite(values) & ~excluded
     n_values = np.unique(n)
     stats = {k: np.full(n_values.size, np.nan)
              for k in ("mean", "median", "trimmed", "low", "high")}
@@ -118,16 +245,15 @@ def _per_n(n, values, status_failed, band, trim=0.1):
             stats["trimmed"][i] = g[cut:g.size - cut].mean()
             if band is not None:
                 stats["low"][i], stats["high"][i] = np.quantile(g, band)
-    return n_values, stats, int((~ok).sum()), int(n.size)
+    return n_values, stats
 
 
-def _try_fit(name, column, n, values, status_failed, statistic, n_boot, rng):
+def _try_fit(name, column, n, values, excluded, statistic, n_boot, rng, fit=fit_rate):
     try:
-        return fit_rate(n, values, statistic=statistic, n_boot=n_boot, rng=rng,
-                        failed=status_failed)
+        return fit(n, values, statistic=statistic, n_boot=n_boot, rng=rng, failed=excluded)
     except ValueError as exc:
-        warnings.warn(f"no rate fit for {_prefix(name)}{column}: {exc}", UserWarning,
-                      stacklevel=3)
+        warnings.warn(f"no {statistic} rate fit for {_prefix(name)}{column}: {exc}",
+                      UserWarning, stacklevel=3)
         return None
 
 
@@ -140,55 +266,108 @@ def _check_band(band):
     return lo, hi
 
 
-def _draw_rate(ax, name, color, n, values, status_failed, *, column, statistic,
-               band, theory_slope, rate_fit, markers, n_boot, rng, label_band=True):
-    """Markers, band, fitted line and theory line of one configuration."""
-    n_values, st, n_failed, n_rows = _per_n(n, values, status_failed, band)
-    pre = _prefix(name)
-    failed_txt = f" ({n_failed} of {n_rows} fits failed)" if n_failed > 0 else ""
-    key = name if name is not None else ""
+def _statistics(statistic):
+    """The statistics to fit, median first (the theory line's anchor)."""
+    from ..rates import STATISTICS
+    stats = [statistic] if isinstance(statistic, str) else list(statistic)
+    for s in stats:
+        if s not in STATISTICS:
+            raise ValueError(f"unknown statistic {s!r}; expected one of {STATISTICS}")
+    if not stats:
+        raise ValueError("statistic is empty")
+    return stats
+
+
+_FIT_STYLE = {"median": ("-", 1.8, 0.24), "mean": ("-.", 1.3, 0.10),
+              "trimmed": (":", 1.3, 0.10)}
+
+
+def _draw_fit(ax, rate_fit, color, gid, label, style):
+    """A fitted line over its n-range with its pointwise bootstrap band."""
+    lo, hi = rate_fit.n_range
+    grid = np.geomspace(lo, hi, 40) if hi > lo else np.array([lo, hi])
+    linestyle, width, alpha = style
+    ax.plot(grid, rate_fit.predict(grid), color=color, linestyle=linestyle, linewidth=width,
+            gid=f"fit:{gid}", label=label)
+    b_lo, b_hi = rate_fit.band(grid)
+    if np.isfinite(b_lo).all():
+        ax.fill_between(grid, b_lo, b_hi, color=color, alpha=alpha, linewidth=0,
+                        gid=f"fitband:{gid}", label="_nolegend_")
+
+
+def _draw_theory(ax, anchor_fit, slope, color, gid, label):
+    """The theory line through ``anchor_fit``'s centre, over its n-range."""
+    lo, hi = anchor_fit.n_range
+    if not hi > lo:
+        return
+    ends = np.array([lo, hi])
+    ax.plot(ends, anchor_fit.theory_line(slope, ends), color=color, linestyle="--",
+            linewidth=1.3, alpha=0.9, gid=f"theory:{gid}", label=label)
+
+
+def _draw_rate(ax, cfg, color, *, column, statistics, band, theory_slope, rate_fits,
+               markers, n_boot, rng, certified_only=True, label_band=True,
+               show_uncertified=True):
+    """Markers, spread whiskers, fitted lines with bands, theory line and uncertified
+    fits of one configuration; returns ``{statistic: RateFit}``."""
+    excluded = cfg.excluded(certified_only)
+    n_values, st = _per_n(cfg.n, cfg.values, excluded, band)
+    pre, key = _prefix(cfg.name), cfg.key
+    n_rows = cfg.n.size
+    bad = cfg.failed | ~np.isfinite(cfg.values)
+    n_failed = int(bad.sum())
+    notes = []
+    if n_failed:
+        notes.append(f"{n_failed} of {n_rows} fits failed")
+    failed_txt = f" ({'; '.join(notes)})" if notes else ""
 
     if band is not None:
         has = np.isfinite(st["low"])
         if has.any():
-            ax.fill_between(
-                n_values[has], st["low"][has], st["high"][has], color=color,
-                alpha=0.18, linewidth=0, gid=f"band:{key}",
-                label=(f"{pre}{100 * band[0]:g}\u2013{100 * band[1]:g}% quantiles"
-                       if label_band else "_nolegend_"),
-            )
+            ax.vlines(n_values[has], st["low"][has], st["high"][has], color=color,
+                      alpha=0.45, linewidth=1.0, gid=f"band:{key}",
+                      label=(f"{pre}{100 * band[0]:g}\u2013{100 * band[1]:g}% of fits"
+                             if label_band else "_nolegend_"))
     for k, stat in enumerate(markers):
         filled = stat != "median" or len(markers) == 1
-        ax.plot(
-            n_values, st[stat], linestyle="none",
-            marker="s" if stat == "median" else "o", markersize=5, color=color,
-            markerfacecolor=color if filled else "none", markeredgewidth=1.2,
-            gid=f"{stat}:{key}",
-            label=f"{pre}{stat}" + (failed_txt if k == 0 else ""),
-        )
+        ax.plot(n_values, st[stat], linestyle="none",
+                marker="s" if stat == "median" else "o", markersize=5, color=color,
+                markerfacecolor=color if filled else "none", markeredgewidth=1.2,
+                gid=f"{stat}:{key}", label=f"{pre}{stat}" + (failed_txt if k == 0 else ""))
 
-    if rate_fit is None:
-        rate_fit = _try_fit(name, column, n, values, status_failed, statistic, n_boot, rng)
-    if rate_fit is not None:
-        used = rate_fit.n_values[np.isfinite(rate_fit.stat_values)]
-        ends = np.array([used.min(), used.max()], dtype=float)
-        ax.plot(ends, rate_fit.predict(ends), color=color, linewidth=1.6,
-                gid=f"fit:{key}",
-                label=f"{pre}{rate_fit.statistic} fit, {_fit_label(rate_fit)}")
-        anchor = float(rate_fit.predict(ends[0]))
-    else:  # no fit: anchor the theory line at the first valid statistic
-        ok = np.isfinite(st[statistic]) & (st[statistic] > 0)
-        if not ok.any():
-            return None
-        ends = n_values[ok][[0, -1]].astype(float)
-        anchor = float(st[statistic][ok][0])
+    unc = cfg.uncertified & ~bad
+    if show_uncertified and unc.any():
+        what = "excluded from the statistics" if certified_only else "included"
+        shown = unc & (cfg.values > 0)
+        ax.plot(cfg.n[shown], cfg.values[shown], linestyle="none", marker="x", markersize=6,
+                color=color, markeredgewidth=1.3, gid=f"uncertified:{key}",
+                label=f"{pre}uncertified fits: {int(unc.sum())} of {n_rows} ({what})")
 
-    slope = _lookup(theory_slope, name)
-    if slope is not None and ends[1] > ends[0]:
-        ax.plot(ends, anchor * (ends / ends[0]) ** float(slope), color=color,
-                linestyle="--", linewidth=1.3, alpha=0.9, gid=f"theory:{key}",
-                label=f"{pre}{_theory_label(slope)}")
-    return rate_fit
+    fits = {}
+    given = rate_fits if isinstance(rate_fits, dict) else (
+        {rate_fits.statistic: rate_fits} if isinstance(rate_fits, RateFit) else {})
+    for stat in statistics:
+        rf = given.get(stat) or _try_fit(cfg.name, column, cfg.n, cfg.values, excluded,
+                                         stat, n_boot, rng)
+        if rf is None:
+            continue
+        fits[stat] = rf
+        _draw_fit(ax, rf, color, f"{stat}:{key}", f"{pre}{stat} fit, {_fit_label(rf)}",
+                  _FIT_STYLE[stat])
+    for stat, rf in given.items():  # a precomputed fit of another statistic
+        if stat not in fits:
+            fits[stat] = rf
+            _draw_fit(ax, rf, color, f"{stat}:{key}", f"{pre}{stat} fit, {_fit_label(rf)}",
+                      _FIT_STYLE[stat])
+
+    slope = _lookup(theory_slope, cfg.name)
+    anchor = fits.get("median") or next(iter(fits.values()), None)
+    if slope is not None and anchor is not None:
+        n_c, _ = anchor.centre
+        _draw_theory(ax, anchor, slope, color, key,
+                     f"{pre}{_theory_label(slope)} through the {anchor.statistic} fit "
+                     f"at n = {_n_text(n_c)}")
+    return fits
 
 
 def _new_axes(ax, figsize):

@@ -1,19 +1,19 @@
-"""Convergence-rate figures: loss against n with fitted slopes, per-parameter errors,
-local slopes, summaries (matplotlib object API; every function returns a Figure)."""
+"""Convergence-rate figures: loss against n with fitted slopes and their bands,
+per-parameter errors, and the summary figure of a sweep (matplotlib object API; every
+function returns a Figure)."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..rates import STATISTICS, local_slopes
-from ._common import (_MINUS, _check_band, _configs, _draw_rate, _lookup, _new_axes, _prefix,
-                      _slope_text)
+from ._common import (_check_band, _configs, _draw_rate, _grid, _log_axis, _new_axes,
+                      _statistics, loss_axis_label)
+from .counts import plot_fit_counts, plot_passes
+from .slopes import plot_local_slopes
 
-__all__ = ["PARAMETER_ERROR_COLUMNS", "plot_rate", "plot_parameter_errors", "plot_local_slopes",
+__all__ = ["PARAMETER_ERROR_COLUMNS", "plot_rate", "plot_parameter_errors",
            "plot_rate_summary"]
 
 #: Per-parameter error columns, in panel order, with their panel titles.
@@ -27,44 +27,76 @@ PARAMETER_ERROR_COLUMNS = {
     "err_gate_slope_over_temperature": r"gate slope / temperature $\beta_1/\tau$",
 }
 
-def plot_rate(results, *, column="loss", fitted=None, statistic="mean",
-              theory_slope=None, band=(0.1, 0.9), rate_fits=None, ax=None,
-              title=None, ylabel=None, n_boot=1000, rng=0):
-    """Log-log plot of a loss against the sample size, with its fitted rate.
 
-    For each fitted configuration (one colour each): the per-``n`` mean
-    (filled circles) and median (open squares) over the replications, a shaded
-    band between the per-``n`` quantiles ``band``, the OLS line of
-    :func:`moestats.rates.fit_rate` for ``statistic`` with its slope and
-    bootstrap CI in the legend, and optionally the theory slope as a dashed
-    line through the fitted line's value at the smallest ``n``.
+def _loss_name(loss_name, configs):
+    """The one loss name of the plotted configurations (``loss_name`` may be a dict)."""
+    if not isinstance(loss_name, dict):
+        return loss_name
+    names = {loss_name.get(c.name) for c in configs}
+    if len(names) > 1:
+        raise ValueError(
+            f"one loss per axis: the configurations plotted have the losses "
+            f"{ {c.name: loss_name.get(c.name) for c in configs} }; plot them separately")
+    return names.pop()
+
+
+def plot_rate(results, *, column="loss", fitted=None, statistic=("median", "mean"),
+              theory_slope=None, band=(0.1, 0.9), rate_fits=None, ax=None,
+              title=None, ylabel=None, loss_name=None, certified_only=True, n_boot=1000,
+              rng=0):
+    """Log-log plot of one loss against the sample size, with its fitted rates.
+
+    For each fitted configuration (one colour each):
+
+    - the per-``n`` median (open squares) and mean (filled circles) of the fits
+      used, and whiskers between the per-``n`` quantiles ``band`` of the fits;
+    - for each statistic in ``statistic`` (by default the median, solid, and the
+      mean, dash-dotted) the OLS line of :func:`moestats.rates.fit_rate` over its
+      n-range with its 95% pointwise bootstrap band (:meth:`RateFit.band`) and, in
+      the legend, its slope and bootstrap CI;
+    - the theory slope as a dashed line through the median fit's centre
+      (:attr:`RateFit.centre`: the geometric centre of the n-range and the median
+      fit's value there; the first fitted statistic's when the median is not
+      fitted), over the same n-range;
+    - the uncertified fits, each as a cross at its loss: they are left out of every
+      statistic and fit (``certified_only``) and counted in the legend.
 
     Parameters
     ----------
     results : pandas.DataFrame
-        Simulation results, one row per (fitted, n, replication); see the
-        module docstring for the columns.
+        Simulation results, one row per (fitted, n, replication); see
+        :mod:`moestats.plotting` for the columns. A ``loss_gauge`` column names the
+        gauge on the y label; a ``certified`` column or the ``certificate`` JSON
+        says which fits are certified.
     column : str, default="loss"
         Loss column to plot.
     fitted : str or list of str, optional
-        Configuration(s) to plot; all those in ``results`` by default (in order
-        of appearance).
-    statistic : {"mean", "median", "trimmed"}, default="mean"
-        Statistic whose power law is fitted.
+        Configuration(s) to plot; all those in ``results`` by default.
+    statistic : str or sequence of str, default=("median", "mean")
+        Statistic(s) whose power law is fitted and drawn.
     theory_slope : float or dict, optional
         Theoretical slope (e.g. ``-0.5``), or ``{fitted: slope}``; None (or a
         missing key / None value) draws no reference line.
     band : (float, float) or None, default=(0.1, 0.9)
-        Quantiles of the spread band over replications; None for no band.
+        Quantiles of the spread whiskers over replications; None for none.
     rate_fits : dict, optional
-        Precomputed ``{fitted: RateFit}`` to use instead of fitting (its own
-        statistic is shown in the legend).
+        Precomputed ``{fitted: RateFit}`` or ``{fitted: {statistic: RateFit}}``
+        used instead of fitting.
     ax : matplotlib.axes.Axes, optional
         Axes to draw into; a new Figure is made otherwise.
-    title, ylabel : str, optional
-        Axes title (none by default) and y label (``column`` by default).
+    title : str, optional
+        Axes title.
+    ylabel : str, optional
+        Y label; by default :func:`loss_axis_label` of ``loss_name`` and the gauges
+        recorded in ``loss_gauge`` (e.g. ``"D2 (gauge: slope)"``).
+    loss_name : str or dict, optional
+        The loss's name (``"D2"``), or ``{fitted: name}``: the configurations
+        plotted must share one loss (one loss per axis).
+    certified_only : bool, default=True
+        Leave uncertified fits out of the statistics (still drawn and counted);
+        False includes them (the legend says so).
     n_boot : int, default=1000
-        Bootstrap resamples of the slope CI (0: no CI).
+        Bootstrap resamples of the slope CI and the line's band (0: none).
     rng : None, int or numpy.random.Generator, default=0
         Seed of the bootstrap (an int seeds every configuration identically).
 
@@ -73,45 +105,71 @@ def plot_rate(results, *, column="loss", fitted=None, statistic="mean",
     matplotlib.figure.Figure
         The new Figure, or ``ax.figure``.
 
+    Raises
+    ------
+    ValueError
+        An unknown statistic, column or configuration, or configurations with
+        different ``loss_name``.
+
     Notes
     -----
-    Failed fits (status not ``"ok"`` or a non-finite loss) are excluded and
-    their count appears in the configuration's first legend label. If the rate
-    cannot be fitted (fewer than two ``n`` with valid losses, or a zero loss) a
-    :class:`UserWarning` is issued and the line is omitted. Every artist carries
-    a ``gid`` of the form ``"<kind>:<fitted>"`` with kind one of ``mean``,
-    ``median``, ``band``, ``fit``, ``theory``.
+    Failed fits (status not ``"ok"`` or a non-finite loss) are excluded and counted
+    in the configuration's first legend label. If a rate cannot be fitted (fewer
+    than two ``n`` with valid losses, or a zero loss) a :class:`UserWarning` is
+    issued and its line omitted. Artist gids: ``"mean:<fitted>"``,
+    ``"median:<fitted>"``, ``"band:<fitted>"`` (whiskers),
+    ``"fit:<statistic>:<fitted>"`` and ``"fitband:<statistic>:<fitted>"``,
+    ``"theory:<fitted>"``, ``"uncertified:<fitted>"``. Both axes are logarithmic
+    with decade ticks labelled ``1e2, 1e3, ...``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from moestats.plotting import plot_rate
+    >>> rng = np.random.default_rng(0)
+    >>> n = np.repeat([100, 1000, 10000], 20)
+    >>> df = pd.DataFrame({"fitted": "k2", "n": n, "status": "ok", "loss_gauge": "slope",
+    ...                    "loss": 3 * n ** -0.5 * rng.lognormal(0, 0.3, n.size)})
+    >>> ax = plot_rate(df, theory_slope=-0.5, loss_name="D1", n_boot=200).axes[0]
+    >>> ax.get_ylabel()
+    'D1 (gauge: slope)'
+    >>> lo, hi = ax.get_xlim()
+    >>> [ax.xaxis.get_major_formatter()(t) for t in ax.get_xticks() if lo <= t <= hi]
+    ['1e2', '1e3', '1e4']
     """
-    if statistic not in STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r}; expected one of {STATISTICS}")
+    statistics = _statistics(statistic)
     band = _check_band(band)
     fig, ax = _new_axes(ax, (6.4, 6.0))
     rate_fits = rate_fits or {}
     configs = _configs(results, column, fitted)
-    n_configs = len(configs)
-    for i, (name, n, values, status_failed) in enumerate(configs):
-        _draw_rate(ax, name, f"C{i}", n, values, status_failed, column=column,
-                   statistic=statistic, band=band, theory_slope=theory_slope,
-                   rate_fit=rate_fits.get(name), markers=("mean", "median"),
-                   n_boot=n_boot, rng=rng)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    name = _loss_name(loss_name, configs)
+    for i, cfg in enumerate(configs):
+        _draw_rate(ax, cfg, f"C{i}", column=column, statistics=statistics, band=band,
+                   theory_slope=theory_slope, rate_fits=rate_fits.get(cfg.name),
+                   markers=("mean", "median"), n_boot=n_boot, rng=rng,
+                   certified_only=certified_only)
+    _log_axis(ax, "both")
     ax.set_xlabel("sample size n")
-    ax.set_ylabel(column if ylabel is None else ylabel)
-    ax.grid(True, which="major", alpha=0.5)
-    ax.grid(True, which="minor", alpha=0.15)
+    gauges = sorted({g for c in configs for g in c.gauges})
+    ax.set_ylabel(loss_axis_label(column, name, gauges) if ylabel is None else ylabel)
+    _grid(ax)
     if title is not None:
         ax.set_title(title)
-    # Below the axes, one column per configuration: the legend (up to five
-    # entries per configuration) never hides the data.
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14),
-              ncols=min(n_configs, 3), frameon=False)
+    # Below the axes: the legend never hides the data.
+    ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12),
+              ncols=min(len(configs), 2), frameon=False)
     return fig
 
 
 def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
-                          statistic="median", band=(0.1, 0.9), n_boot=1000, rng=0):
-    """Per-parameter error rates: one log-log panel per parameter block.
+                          statistic="median", band=(0.1, 0.9), certified_only=True,
+                          n_boot=1000, rng=0):
+    """Per-parameter errors, maximum over the cells: one log-log panel per block.
+
+    The errors of papers.md section 4, :math:`\\max_j \\max_{i\\in A_j}
+    \\|\\Delta\\cdot_{ij}\\|`: the maximum over the Voronoi cells hides the slow
+    (doubled) cells behind the fast ones, so for an over-specified fit read
+    :func:`plot_cell_rates` instead; this figure is the worst cell's error.
 
     Parameters
     ----------
@@ -126,17 +184,16 @@ def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
         in the order of :data:`PARAMETER_ERROR_COLUMNS`, then the others.
     theory : dict, optional
         ``{column: slope}`` (or ``{column: {fitted: slope}}``) reference
-        slopes, drawn dashed through the fitted line at the smallest ``n``;
-        e.g. for a true atom matched by two fitted atoms (papers.md section 5)
-        ``{"err_gate_coef": -1/8, "err_expert_intercept": -1/8,
-        "err_expert_coef": -1/4, "err_expert_var": -1/4, "err_weight": -1/2}``.
+        slopes, drawn dashed through the median fit's centre.
     statistic : {"mean", "median", "trimmed"}, default="median"
         Statistic shown as markers and fitted (median by default: robust to
         the occasional failed EM run).
     band : (float, float) or None, default=(0.1, 0.9)
-        Quantiles of the spread band over replications.
+        Quantiles of the spread whiskers over replications.
+    certified_only : bool, default=True
+        Leave uncertified fits out (drawn as crosses, counted in the legend).
     n_boot : int, default=1000
-        Bootstrap resamples of the slope CIs.
+        Bootstrap resamples of the slope CIs and bands.
     rng : None, int or numpy.random.Generator, default=0
         Seed of the bootstrap.
 
@@ -150,9 +207,18 @@ def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
     ValueError
         If no parameter-error column is present, or a requested column is
         missing.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from moestats.plotting import plot_parameter_errors
+    >>> n = np.repeat([100, 1000, 10000], 5)
+    >>> df = pd.DataFrame({"n": n, "err_gate_coef": n ** -0.125, "err_weight": n ** -0.5})
+    >>> fig = plot_parameter_errors(df, theory={"err_weight": -0.5}, n_boot=0)
+    >>> [ax.get_ylabel() for ax in fig.axes]
+    ['err_gate_coef', 'err_weight']
     """
-    if statistic not in STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r}; expected one of {STATISTICS}")
+    statistics = _statistics(statistic)
     band = _check_band(band)
     if columns is None:
         errs = [c for c in results.columns if str(c).startswith("err_")]
@@ -183,169 +249,108 @@ def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[m:]:
         ax.remove()
+    gauges = set()
     for ax, col in zip(axes, columns):
-        for i, (name, n, values, status_failed) in enumerate(_configs(results, col, fitted)):
-            _draw_rate(ax, name, f"C{i}", n, values, status_failed, column=col,
-                       statistic=statistic, band=band, theory_slope=theory.get(col),
-                       rate_fit=None, markers=(statistic,), n_boot=n_boot, rng=rng,
-                       label_band=False)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        configs = _configs(results, col, fitted)
+        for i, cfg in enumerate(configs):
+            gauges.update(cfg.gauges)
+            _draw_rate(ax, cfg, f"C{i}", column=col, statistics=statistics, band=band,
+                       theory_slope=theory.get(col), rate_fits=None,
+                       markers=(statistics[0],), n_boot=n_boot, rng=rng,
+                       certified_only=certified_only, label_band=False)
+        _log_axis(ax, "both")
         ax.set_title(PARAMETER_ERROR_COLUMNS.get(col, col))
         ax.set_xlabel("sample size n")
         ax.set_ylabel(col)
-        ax.grid(True, which="major", alpha=0.5)
-        ax.grid(True, which="minor", alpha=0.15)
+        _grid(ax)
         ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2),
                   frameon=False)
-    what = f"{100 * band[0]:g}\u2013{100 * band[1]:g}% quantile band, " if band else ""
+    what = f"{100 * band[0]:g}\u2013{100 * band[1]:g}% whiskers, " if band else ""
     fig.suptitle(
-        f"Voronoi-matched parameter errors: {statistic} over replications (markers), "
-        f"{what}OLS fit of log {statistic} on log n",
+        f"Voronoi-matched parameter errors, maximum over the cells "
+        f"(gauge: {'/'.join(sorted(gauges)) or 'not recorded'}): {statistics[0]} over "
+        f"replications (markers), {what}OLS fit of log {statistics[0]} on log n "
+        "with its 95% band",
         fontsize="medium",
     )
     return fig
 
 
-def plot_local_slopes(results, *, column="loss", fitted=None, window="auto",
-                      statistic="median", theory_slope=None, ax=None):
-    """Local power-law slope profile of a loss against the sample size.
-
-    Each point is the OLS slope of ``log statistic`` on ``log n`` over a window
-    of ``window`` consecutive sample sizes (:func:`moestats.rates.local_slopes`),
-    plotted at the window's geometric centre on a log x axis. A power law gives
-    a flat profile; a rate slower than any polynomial drifts up towards 0.
-
-    Parameters
-    ----------
-    results : pandas.DataFrame
-        Simulation results (see the module docstring).
-    column : str, default="loss"
-        Loss column.
-    fitted : str or list of str, optional
-        Configuration(s) to plot (all by default), one colour each.
-    window : int or "auto", default="auto"
-        Consecutive sample sizes per window; an integer is lowered (with a
-        :class:`UserWarning`) for a configuration with fewer usable ``n``.
-        ``"auto"`` takes an eighth of the usable sample sizes, at least 5 (and at
-        most their number): 5 on a quick grid, 25 on the papers' 200-point grid,
-        where windows of 5 neighbouring n would mostly show replication noise.
-    statistic : {"mean", "median", "trimmed"}, default="median"
-        Location statistic of the losses at each ``n``.
-    theory_slope : float or dict, optional
-        Theoretical slope, or ``{fitted: slope}``, drawn as a dashed
-        horizontal line.
-    ax : matplotlib.axes.Axes, optional
-        Axes to draw into; a new Figure is made otherwise.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        The new Figure, or ``ax.figure``.
-
-    Notes
-    -----
-    A solid grey horizontal line marks slope 0 (no convergence); artists carry
-    the gids ``"local:<fitted>"``, ``"theory:<fitted>"`` and ``"zero"``.
-    """
-    if statistic not in STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r}; expected one of {STATISTICS}")
-    auto = isinstance(window, str) and window == "auto"
-    if not auto and (isinstance(window, (bool, str)) or int(window) != window or window < 2):
-        raise ValueError(f"window must be 'auto' or an integer >= 2, got {window!r}")
-    fig, ax = _new_axes(ax, (6.4, 4.8))
-    theory_lines = []
-    for i, (name, n, values, status_failed) in enumerate(_configs(results, column, fitted)):
-        color = f"C{i}"
-        ok = np.isfinite(values) & ~status_failed
-        usable = np.unique(n[ok]).size
-        w = min(max(5, -(-usable // 8)), usable) if auto else int(window)
-        if usable < 2:
-            warnings.warn(f"no local slopes for {_prefix(name)}{column}: only {usable} "
-                          "sample size(s) with valid losses", UserWarning, stacklevel=2)
-            continue
-        if usable < w:
-            warnings.warn(f"{_prefix(name)}{column}: window lowered from {w} to {usable}, "
-                          "the number of sample sizes with valid losses", UserWarning,
-                          stacklevel=2)
-            w = usable
-        try:
-            ls = local_slopes(n, values, window=w, statistic=statistic,
-                              failed=status_failed)
-        except ValueError as exc:
-            warnings.warn(f"no local slopes for {_prefix(name)}{column}: {exc}",
-                          UserWarning, stacklevel=2)
-            continue
-        key = name if name is not None else ""
-        ax.plot(ls["n_center"], ls["slope"], marker="o", markersize=4, color=color,
-                linewidth=1.4, gid=f"local:{key}",
-                label=f"{_prefix(name)}{statistic}, window of {w} n")
-        slope = _lookup(theory_slope, name)
-        if slope is not None:
-            if isinstance(theory_slope, dict):
-                theory_lines.append((float(slope), color, f"theory:{key}", _prefix(name)))
-            elif not theory_lines:
-                theory_lines.append((float(slope), "0.2", f"theory:{key}", ""))
-    for slope, color, gid, pre in theory_lines:
-        ax.axhline(slope, color=color, linestyle="--", linewidth=1.3, gid=gid,
-                   label=f"{pre}theory slope {_slope_text(slope).replace('-', _MINUS)}")
-    ax.axhline(0.0, color="0.5", linewidth=0.9, zorder=0, gid="zero")
-    ax.set_xscale("log")
-    ax.set_xlabel("sample size n (window centre)")
-    ax.set_ylabel(f"local slope of log {column} on log n")
-    ax.grid(True, which="major", alpha=0.5)
-    ax.grid(True, which="minor", alpha=0.15)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    return fig
-
-
 def plot_rate_summary(results, *, column="loss", theory_slope=None, title=None,
-                      fitted=None, statistic="mean", local_statistic="median",
+                      fitted=None, statistic=("median", "mean"), local_statistic="median",
                       window="auto", band=(0.1, 0.9), rate_fits=None, ylabel=None,
-                      n_boot=1000, rng=0, figsize=(13.0, 5.8)):
-    """Rate plot and local-slope profile side by side (one figure per setup).
+                      loss_name=None, certified_only=True, decades=1.0, n_boot=1000, rng=0,
+                      figsize=(14.0, 10.0)):
+    """The rate figure of a sweep: rate plot, curvature check, fit counts, passes.
 
-    Left: :func:`plot_rate`; right: :func:`plot_local_slopes`.
+    Top left, :func:`plot_rate` (one loss, its name and gauge on the y axis, median
+    and mean fits with 95% bands, theory line through the median fit's centre,
+    uncertified fits as crosses); top right, :func:`plot_local_slopes` (local slopes
+    with intervals, the slopes over the whole range and over the last decade);
+    bottom left, :func:`plot_fit_counts` (certified / uncertified / failed fits per
+    n); bottom right, :func:`plot_passes` (passes over the data per fit).
 
     Parameters
     ----------
     results : pandas.DataFrame
-        Simulation results (see the module docstring).
+        Simulation results (see :mod:`moestats.plotting`).
     column : str, default="loss"
         Loss column.
     theory_slope : float or dict, optional
-        Theoretical slope (or ``{fitted: slope}``) for both panels.
+        Theoretical slope (or ``{fitted: slope}``) for both top panels.
     title : str, optional
         Figure title (suptitle).
     fitted : str or list of str, optional
         Configuration(s) to plot (all by default).
-    statistic : str, default="mean"
-        Statistic of the rate fit (left panel).
+    statistic : str or sequence of str, default=("median", "mean")
+        Statistics of the rate fits (top left).
     local_statistic : str, default="median"
-        Statistic of the local slopes (right panel).
+        Statistic of the local slopes (top right).
     window : int or "auto", default="auto"
         Window of the local slopes (:func:`plot_local_slopes`).
-    band, rate_fits, ylabel, n_boot, rng
+    band, rate_fits, ylabel, loss_name, certified_only, n_boot, rng
         As in :func:`plot_rate`.
-    figsize : (float, float), default=(13.0, 5.8)
+    decades : float, default=1.0
+        The last range of n of the curvature check, in decades.
+    figsize : (float, float), default=(14.0, 10.0)
         Figure size in inches.
 
     Returns
     -------
     matplotlib.figure.Figure
-        A Figure with two Axes.
+        A Figure with four Axes (rate, local slopes, counts, passes).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from moestats.plotting import plot_rate_summary
+    >>> rng = np.random.default_rng(0)
+    >>> n = np.repeat([100, 300, 1000, 3000, 10000], 10)
+    >>> df = pd.DataFrame({"n": n, "loss": n ** -0.5 * rng.lognormal(0, 0.3, n.size)})
+    >>> fig = plot_rate_summary(df, theory_slope=-0.5, loss_name="D1", n_boot=100)
+    >>> [ax.get_title() for ax in fig.axes]
+    ['D1 vs n', 'curvature check: local slopes', 'fits per n', 'passes per fit']
     """
     fig = Figure(figsize=figsize, layout="constrained")
-    ax_rate, ax_local = fig.subplots(1, 2)
+    grid = fig.add_gridspec(2, 2, height_ratios=(3.0, 1.3), width_ratios=(1.15, 1.0))
+    ax_rate = fig.add_subplot(grid[0, 0])
+    ax_local = fig.add_subplot(grid[0, 1])
+    ax_counts = fig.add_subplot(grid[1, 0], sharex=ax_rate)
+    ax_passes = fig.add_subplot(grid[1, 1])
     plot_rate(results, column=column, fitted=fitted, statistic=statistic,
               theory_slope=theory_slope, band=band, rate_fits=rate_fits, ax=ax_rate,
-              ylabel=ylabel, n_boot=n_boot, rng=rng)
+              ylabel=ylabel, loss_name=loss_name, certified_only=certified_only,
+              n_boot=n_boot, rng=rng)
     plot_local_slopes(results, column=column, fitted=fitted, window=window,
-                      statistic=local_statistic, theory_slope=theory_slope,
-                      ax=ax_local)
-    ax_rate.set_title(f"{column} vs n")
-    ax_local.set_title("local slopes")
+                      statistic=local_statistic, theory_slope=theory_slope, ax=ax_local,
+                      n_boot=n_boot, rng=rng, decades=decades, certified_only=certified_only)
+    plot_fit_counts(results, fitted=fitted, column=column, ax=ax_counts)
+    plot_passes(results, fitted=fitted, column=column, ax=ax_passes)
+    name = loss_name if isinstance(loss_name, str) else column
+    ax_rate.set_title(f"{name} vs n")
+    ax_local.set_title("curvature check: local slopes")
+    ax_counts.set_title("fits per n")
+    ax_passes.set_title("passes per fit")
     if title is not None:
         fig.suptitle(title)
     return fig
