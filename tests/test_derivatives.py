@@ -118,6 +118,8 @@ def test_numba_kernels_equal_the_reference(name, rng):
          observed_derivatives(gate, X, y, P, gate_only=True)),
         (numba_derivatives.observed_derivatives(gate, X, y, rows, P),
          observed_derivatives(gate, X, y, P)),
+        (numba_derivatives.observed_derivatives(gate, X, y, rows, P, gate_only=True),
+         observed_derivatives(gate, X, y, P, gate_only=True)),
     ]
     for got, ref in pairs:
         for g, r in zip(got, ref):

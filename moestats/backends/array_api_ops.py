@@ -89,7 +89,8 @@ class ArrayAPIOps:
     def gate_derivatives(self, gate, P, rows, target, target_pos, *, observed, order=2):
         """The NumPy reference on the host copies (the gate steps of the non-softmax
         families run on the host)."""
-        return reference_gate_derivatives(self.data, gate, P, rows, to_numpy(target),
+        return reference_gate_derivatives(self.data, gate, P, rows,
+                                          None if target is None else to_numpy(target),
                                           target_pos, observed, order)
 
     @staticmethod

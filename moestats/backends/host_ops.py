@@ -130,7 +130,8 @@ class _HostOps:
 
         ``P`` is aligned with ``rows``. ``observed=False``: the EM objective :math:`Q`
         with the responsibilities ``target[target_pos]``; ``observed=True``: the
-        observed log-likelihood with the experts held fixed (``target`` unused here).
+        observed log-likelihood with the experts of ``P`` held fixed (``target``
+        unused, may be ``None``).
         The NumPy reference of :mod:`moestats.solvers.derivatives`.
         """
         return reference_gate_derivatives(self.data, gate, P, rows, target, target_pos,
@@ -303,12 +304,18 @@ class NumbaOps(_HostOps):
         return numba_derivatives.observed_derivatives(gate, self.X, self.y, rows, P, order)
 
     def gate_derivatives(self, gate, P, rows, target, target_pos, *, observed, order=2):
-        """As :meth:`_HostOps.gate_derivatives`, in one compiled pass
-        (:mod:`moestats.backends.numba_gates`; a user activation falls back to NumPy).
-        With ``observed=True``, ``target`` holds the expert log-densities."""
+        """As :meth:`_HostOps.gate_derivatives`, in one compiled pass (a user activation
+        falls back to NumPy): :math:`Q` by :mod:`moestats.backends.numba_gates`, the
+        observed log-likelihood (``observed=True``, ``target`` unused: the experts are
+        those of ``P``) by the blocked kernel of
+        :mod:`moestats.backends.numba_derivatives`."""
         if self.ng.gate_code(gate) is None:
             return super().gate_derivatives(gate, P, rows, target, target_pos,
                                             observed=observed, order=order)
+        if observed:  # the blocked kernel, from the experts in P (faster than from target)
+            from . import numba_derivatives
+            return numba_derivatives.observed_derivatives(gate, self.X, self.y, rows, P, order,
+                                                          gate_only=True)
         tau = P.temperature if gate.has_temperature else np.ones(rows.size)
         return self.ng.gate_derivatives(gate, self.X, rows, target, target_pos, P.gate_coef,
                                         P.gate_intercept, tau, observed=observed, order=order)

@@ -76,8 +76,8 @@ def _select_block(s, zs, off, k, k_active, sel_logit, nbp):
 
 @njit(cache=True, error_model="numpy", parallel=True, fastmath={"contract"})
 def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_active,
-                sel_logit, fits_int, learns_tau, order, idx, cnt, ngate_j, pval, pgrad,
-                phess):
+                sel_logit, fits_int, learns_tau, order, gate_only, idx, cnt, ngate_j, pval,
+                pgrad, phess):
     A = rows.shape[0]
     n, d = X.shape[1], X.shape[2]
     k = coef.shape[1]
@@ -198,14 +198,15 @@ def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_act
                     for i in range(nbp):
                         vloc[j, tt, i] = -h[j, i] * inv_t
                     tt += 1
-                for i in range(nbp):
-                    cw[i] = res[j, i] * inv_v[j]
-                for cc in range(q):
+                if not gate_only:
                     for i in range(nbp):
-                        vloc[j, tt, i] = cw[i] * xt[cc, i]
-                    tt += 1
-                for i in range(nbp):
-                    vloc[j, tt, i] = 0.5 * res[j, i] * cw[i] - 0.5
+                        cw[i] = res[j, i] * inv_v[j]
+                    for cc in range(q):
+                        for i in range(nbp):
+                            vloc[j, tt, i] = cw[i] * xt[cc, i]
+                        tt += 1
+                    for i in range(nbp):
+                        vloc[j, tt, i] = 0.5 * res[j, i] * cw[i] - 0.5
                 for t1 in range(cnt[j]):
                     u = idx[j, t1]
                     for i in range(nbp):
@@ -262,6 +263,8 @@ def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_act
                     for i in range(nbp):
                         cw[i] = (pi[j, i] - w[j, i]) * h[j, i] * inv_t
                     acc_h[lam, lam] += _sum(cw, nbp)
+                if gate_only:
+                    continue
                 # curvature of the expert log-density
                 base = n_gate + j * d
                 bi = n_gate + k * d + j
@@ -288,9 +291,10 @@ def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_act
                     phess[a, c, v, u] = acc_h[u, v]
 
 
-def _score_layout(k, d, fits_int, learns_tau):
+def _score_layout(k, d, fits_int, learns_tau, gate_only=False):
     """Positions (in the free-parameter vector) of each expert's score entries, gate
-    entries first: ``idx`` (k, m), their count per expert and the gate count per expert."""
+    entries first: ``idx`` (k, m), their count per expert and the gate count per expert
+    (``gate_only``: the gate entries alone)."""
     n_gate = (k - 1) * d + (k - 1) * fits_int + learns_tau
     mmax = d + fits_int + learns_tau + d + 2
     idx = np.zeros((k, mmax), dtype=np.int64)
@@ -305,8 +309,9 @@ def _score_layout(k, d, fits_int, learns_tau):
         if learns_tau:
             pos.append(n_gate - 1)
         ngj[j] = len(pos)
-        pos += [n_gate + j * d + c for c in range(d)]
-        pos += [n_gate + k * d + j, n_gate + k * d + k + j]
+        if not gate_only:
+            pos += [n_gate + j * d + c for c in range(d)]
+            pos += [n_gate + k * d + j, n_gate + k * d + k + j]
         idx[j, :len(pos)] = pos
         cnt[j] = len(pos)
     return idx, cnt, ngj
@@ -316,12 +321,14 @@ def _f(a):
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
-def observed_derivatives(gate, X, y, rows, P, order=2):
+def observed_derivatives(gate, X, y, rows, P, order=2, gate_only=False):
     """Log-likelihood (A,), gradient (A, p) and Hessian (A, p, p) of replications ``rows``.
 
     ``X`` (R, n, d), ``y`` (R, n) float64 C arrays; ``P`` (a BatchedParams) aligned with
-    ``rows``. ``order=0`` gives the value only (the others zero / None). Raises
-    ``ValueError`` for a gate with a user activation (use the NumPy reference).
+    ``rows``. ``order=0`` gives the value only (the others zero / None). ``gate_only``:
+    the derivatives in the gate part of the free-parameter vector alone (the experts
+    held fixed; the gate block of the full ones). Raises ``ValueError`` for a gate with
+    a user activation (use the NumPy reference).
     """
     code = gate_code(gate)
     if code is None:
@@ -330,18 +337,18 @@ def observed_derivatives(gate, X, y, rows, P, order=2):
     k, d = P.gate_coef.shape[1:]
     fits_int = int(bool(gate.fits_intercept))
     learns_tau = int(bool(gate.learns_temperature))
-    p = (k - 1) * d + (k - 1) * fits_int + learns_tau + k * (d + 2)
+    p = (k - 1) * d + (k - 1) * fits_int + learns_tau + (0 if gate_only else k * (d + 2))
     nch = _n_chunks(n)
     pval = np.zeros((A, nch))
     pgrad = np.zeros((A, nch, p))
     phess = np.zeros((A, nch, p, p)) if order >= 2 else np.zeros((A, nch, 0, 0))
     tau = P.temperature if gate.has_temperature else np.ones(A)
-    idx, cnt, ngj = _score_layout(k, d, fits_int, learns_tau)
+    idx, cnt, ngj = _score_layout(k, d, fits_int, learns_tau, gate_only)
     _observed_k(X, y, np.asarray(rows, dtype=np.int64), _f(P.gate_coef), _f(P.gate_intercept),
                 _f(tau), _f(P.expert_coef), _f(P.expert_intercept), _f(P.expert_var), code,
                 int(getattr(gate, "k_active", k)),
                 getattr(gate, "selection", "slope") == "logit", fits_int, learns_tau, order,
-                idx, cnt, ngj, pval, pgrad, phess)
+                bool(gate_only), idx, cnt, ngj, pval, pgrad, phess)
     value = pval.sum(axis=1)
     value = np.where(np.isnan(value), -np.inf, value)
     return value, pgrad.sum(axis=1), phess.sum(axis=1) if order >= 2 else None

@@ -197,9 +197,14 @@ def _gate_newton_step(gate, ops, P, rows, target, lo, hi, max_iter, tol, observe
     if not concave.all():
         other = np.nonzero(~concave)[0]
         # not locally concave: a few safeguarded steps suffice for a generalised EM step
-        passes[other] += _gate_newton(gate, ops, P, rows[other], target[other] if isinstance(
-            target, np.ndarray) else ops.take(target, ~concave), lo[other], hi[other],
-            min(max_iter, SAFE_STEPS), tol, observed)
+        if target is None:
+            sub_target = None
+        elif isinstance(target, np.ndarray):
+            sub_target = target[other]
+        else:
+            sub_target = ops.take(target, ~concave)
+        passes[other] += _gate_newton(gate, ops, P, rows[other], sub_target, lo[other],
+                                      hi[other], min(max_iter, SAFE_STEPS), tol, observed)
     return passes
 
 
@@ -293,13 +298,13 @@ def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-1
     # top-K: an ECM step on the observed likelihood with the experts fixed
     passes = np.zeros(A, dtype=int)
     if ParamLayout(gate, k, d).n_gate and gate.k_active > 1:
-        log_phi = ops.expert_log_density(P, rows)
+        # the observed likelihood's derivatives come from the experts in P (no target)
         if optimistic:
-            passes += 1 + _gate_newton_step(gate, ops, P, rows, log_phi, lo, hi, max_iter, tol,
-                                            observed=True)
+            passes += _gate_newton_step(gate, ops, P, rows, None, lo, hi, max_iter, tol,
+                                        observed=True)
         else:
-            passes += 1 + _gate_newton(gate, ops, P, rows, log_phi, lo, hi, max_iter, tol,
-                                       observed=True)
+            passes += _gate_newton(gate, ops, P, rows, None, lo, hi, max_iter, tol,
+                                   observed=True)
     if selection_search and gate.k_active == 1:
         # top-1: the only way the gate moves (its likelihood is piecewise constant);
         # for K >= 2 Newton already moves the selection, and the finish searches it
