@@ -143,13 +143,15 @@ with 95% intervals from a bootstrap over replications within each n."""),
 rates[["statistic", "slope", "ci_low", "ci_high", "theory_slope", "n_failed"]]"""),
     ("code", """fig = plot_rate_summary(df, theory_slope={"k2": -0.5}, title="softmax, exact-specified (quick sweep)")
 show(fig)"""),
-    ("md", """**Reading the figure.** The left panel shows the per-n mean (filled) and median (open) of D1
-with the 10–90% band over replications, the fitted line and the theory line `n^{-1/2}`. The right
-panel shows the slope over sliding windows of sample sizes: a polynomial rate shows as a flat
-profile near the fitted slope, a slower-than-polynomial one as a profile drifting towards 0.
-The full sweep (`moestats run softmax-exact --full`: 200 sample sizes × 40 replications, n up
-to 10^5, about 40 s on 2 cores) narrows the interval to about ±0.01 around −0.50
-(`figures/softmax-exact-full*`)."""),
+    ("md", """**Reading the figure.** The top panel shows the per-n median (open) and mean (filled) of D1
+(its axis names the loss and its gauge), each fitted line with its 95% band, and the theory line
+`n^{-1/2}` anchored at the median fit's centre. Below it: the local slopes between neighbouring
+sample sizes with their intervals, beside the whole-range and last-decade slopes (a polynomial
+rate shows as a flat profile near the fitted slope, a slower-than-polynomial one as a profile
+drifting towards 0), the certified / uncertified / failed fits per n (an uncertified fit is
+counted and drawn, never averaged), and the passes over the data per fit. The full sweep
+(`moestats run softmax-exact --full`: 200 sample sizes × 40 replications, n up to 10^5)
+narrows the interval to about ±0.01 around −0.50 (`figures/softmax-exact-full*`)."""),
     ("code", """show(plot_parameter_errors(df, theory={"err_gate_coef": -0.5, "err_expert_coef": -0.5,
                                          "err_expert_intercept": -0.5, "err_expert_var": -0.5,
                                          "err_weight": -0.5}))"""),
