@@ -5,6 +5,7 @@ theory setups of the softmax, top-K, temperature and activation papers.
 """
 
 from .estimator import GaussianMoE, NumericalRepairWarning
+from .inference import BootstrapResult, bootstrap
 from .gates import (ActivationGate, Gate, SoftmaxGate, TemperatureGate,
                     TemperatureIdentifiabilityWarning, TopKGate, make_gate)
 from .params import MoEParams
@@ -17,5 +18,6 @@ __all__ = [
     "GaussianMoE", "NumericalRepairWarning", "Gate", "SoftmaxGate", "TopKGate",
     "TemperatureGate", "ActivationGate", "TemperatureIdentifiabilityWarning",
     "make_gate", "MoEParams", "TrueModel", "UniformDesign", "GridDesign",
-    "near_truth_init", "SETUPS", "get_setup", "__version__",
+    "near_truth_init", "SETUPS", "get_setup", "bootstrap", "BootstrapResult",
+    "__version__",
 ]
