@@ -6,6 +6,7 @@ theory setups of the softmax, top-K, temperature and activation papers.
 
 from .estimator import GaussianMoE, NumericalRepairWarning
 from .inference import BootstrapResult, bootstrap
+from .selection import SelectionResult, select_n_experts
 from .gates import (ActivationGate, Gate, SoftmaxGate, TemperatureGate,
                     TemperatureIdentifiabilityWarning, TopKGate, make_gate)
 from .params import MoEParams
@@ -19,5 +20,6 @@ __all__ = [
     "TemperatureGate", "ActivationGate", "TemperatureIdentifiabilityWarning",
     "make_gate", "MoEParams", "TrueModel", "UniformDesign", "GridDesign",
     "near_truth_init", "SETUPS", "get_setup", "bootstrap", "BootstrapResult",
+    "select_n_experts", "SelectionResult",
     "__version__",
 ]

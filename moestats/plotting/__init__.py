@@ -47,6 +47,7 @@ from __future__ import annotations
 from ._common import loss_axis_label
 from .cells import CELL_BLOCKS, cell_errors, cell_rate_table, plot_cell_rates
 from .counts import fit_counts, plot_fit_counts, plot_passes
+from .dendrogram import plot_dendrogram
 from .fit import plot_fit_1d
 from .rates import PARAMETER_ERROR_COLUMNS, plot_parameter_errors, plot_rate, plot_rate_summary
 from .slopes import plot_local_slopes
@@ -60,6 +61,7 @@ __all__ = [
     "plot_passes",
     "plot_cell_rates",
     "plot_fit_1d",
+    "plot_dendrogram",
     "fit_counts",
     "cell_errors",
     "cell_rate_table",
