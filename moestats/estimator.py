@@ -671,16 +671,24 @@ class GaussianMoE(BaseEstimator):
         return sample_conditional(self.gate_, self.params_, X, rng)[0]
 
     def bic(self, X, y):
-        """Bayesian information criterion :math:`-2\\ell + p\\log n` (lower is better)."""
+        """Bayesian information criterion :math:`-2\\ell + p\\log n` (lower is better),
+        with :math:`p` the identifiable parameters
+        (:func:`moestats.selection.criteria.n_identifiable_params`: no scale of the
+        top-1 slopes, no temperature learned with the identity activation), as in
+        :func:`moestats.select_n_experts`."""
+        from .selection.criteria import n_identifiable_params
         X, y = self._check_Xy(X, y)
         ll = float(np.sum(log_likelihood_samples(self.gate_, self.params_, X, y)))
-        return -2.0 * ll + self.n_free_parameters(X.shape[1]) * np.log(X.shape[0])
+        p = n_identifiable_params(self.gate_, self.n_experts, X.shape[1])
+        return -2.0 * ll + p * np.log(X.shape[0])
 
     def aic(self, X, y):
-        """Akaike information criterion :math:`-2\\ell + 2p` (lower is better)."""
+        """Akaike information criterion :math:`-2\\ell + 2p` (lower is better; :math:`p`
+        as in :meth:`bic`)."""
+        from .selection.criteria import n_identifiable_params
         X, y = self._check_Xy(X, y)
         ll = float(np.sum(log_likelihood_samples(self.gate_, self.params_, X, y)))
-        return -2.0 * ll + 2.0 * self.n_free_parameters(X.shape[1])
+        return -2.0 * ll + 2.0 * n_identifiable_params(self.gate_, self.n_experts, X.shape[1])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -38,7 +38,7 @@ __all__ = ["newton_finish", "probe_negative_curvature", "MAX_SELECTION_ROUNDS"]
 PROBE_STEPS = 11
 
 #: rounds of (Newton, boundary search) for the top-K family
-MAX_SELECTION_ROUNDS = 20
+MAX_SELECTION_ROUNDS = 200
 
 
 def probe_negative_curvature(value, theta, grad, hess, lo, hi, certify_tol):
