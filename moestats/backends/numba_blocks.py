@@ -108,6 +108,27 @@ def _lse_block(v, e, m, tot, lse, k, nbp):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def _posterior_block(xt, yb, lw, coef, intercept, var, c0, a, k, d, nb, nbp, mu, res, jn, e,
+                     m, tot, lp, rb):
+    """Experts and posterior of a block: residuals ``res[j, i] = y_i - x~_i^T theta_j``,
+    the log joint ``lw + log phi``, its log-sum-exp ``lp`` and the posterior ``rb``
+    (zero in the padding); ``c0[j] = -(log 2 pi + log nu_j) / 2``."""
+    for j in range(k):
+        _linear(xt, coef, intercept, a, j, d, nbp, mu)
+        hj = 0.5 / var[a, j]
+        for i in range(nbp):
+            r = yb[i] - mu[i]
+            res[j, i] = r
+            jn[j, i] = lw[j, i] + (c0[j] - r * r * hj)
+    _lse_block(jn, e, m, tot, lp, k, nbp)
+    for i in range(nbp):
+        tot[i] = 1.0 / tot[i] if i < nb else 0.0
+    for j in range(k):
+        for i in range(nbp):
+            rb[j, i] = e[j, i] * tot[i]
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _stats_block(xt, xx, yb, rb, ry, k, q, nbp, acc_m, acc_xx, acc_xy):
     """Accumulate a block's mass, sxx (upper triangle, packed) and sxy into the lanes."""
     u = 0

@@ -49,7 +49,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .numba_blocks import _B, _L, _LOG_2PI, CHUNK, _dot, _load_x, _lse_block, _n_chunks, _sum
+from .numba_blocks import (_B, _L, _LOG_2PI, CHUNK, _dot, _load_x, _lse_block, _n_chunks,
+                           _posterior_block, _sum)
 from .numba_fused_gates import _activate_block
 from .numba_gates import gate_code
 
@@ -104,6 +105,7 @@ def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_act
         pi = np.empty((k, _B))
         res = np.empty((k, _B))
         jn = np.empty((k, _B))
+        lw = np.empty((k, _B))
         m = np.empty(_B)
         tot = np.empty(_B)
         lse = np.empty(_B)
@@ -154,22 +156,9 @@ def _observed_k(X, y, rows, coef, intercept, tau, ecoef, eint, evar, code, k_act
             # experts, joint, posterior
             for j in range(k):
                 for i in range(nbp):
-                    zb[i] = eint[a, j]
-                for cc in range(d):
-                    cp = ecoef[a, j, cc]
-                    for i in range(nbp):
-                        zb[i] += xt[cc, i] * cp
-                hv = 0.5 * inv_v[j]
-                for i in range(nbp):
-                    ej = yb[i] - zb[i]
-                    res[j, i] = ej
-                    jn[j, i] = (s[j, i] - lse[i]) + (c0[j] - ej * ej * hv)
-            _lse_block(jn, e, m, tot, lp, k, nbp)
-            for i in range(nbp):
-                tot[i] = 1.0 / tot[i] if i < nb else 0.0
-            for j in range(k):
-                for i in range(nbp):
-                    pi[j, i] = e[j, i] * tot[i]
+                    lw[j, i] = s[j, i] - lse[i]
+            _posterior_block(xt, yb, lw, ecoef, eint, evar, c0, a, k, d, nb, nbp, zb, res, jn,
+                             e, m, tot, lp, pi)
             for i in range(nb):
                 acc_v += lp[i]
             if order == 0:

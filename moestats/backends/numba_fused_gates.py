@@ -68,7 +68,7 @@ import numpy as np
 from numba import njit, prange
 
 from .numba_blocks import (_B, _L, _LOG_2PI, CHUNK, _dot, _load_x, _lse_block, _n_chunks,
-                           _stats_block, _sum, _write_stats)
+                           _posterior_block, _stats_block, _sum, _write_stats)
 from .numba_vmath import _vexp
 
 __all__ = ["dense_fused_e_step", "fuses"]
@@ -215,24 +215,8 @@ def _dense_fused_k(X, y, rows, gcoef, gint, tau, coef, intercept, var, code, lea
                     lw[j, i] = s[j, i] - lse[i]
                     w[j, i] = e[j, i] * tot[i]
             # experts and responsibilities (as the softmax kernel)
-            for j in range(k):
-                for i in range(nbp):
-                    mu[i] = intercept[a, j]
-                for p in range(d):
-                    cp = coef[a, j, p]
-                    for i in range(nbp):
-                        mu[i] += xt[p, i] * cp
-                hj = 0.5 / var[a, j]
-                for i in range(nbp):
-                    res = yb[i] - mu[i]
-                    res_b[j, i] = res
-                    jn[j, i] = lw[j, i] + (c0[j] - res * res * hj)
-            _lse_block(jn, e, m, tot, lp, k, nbp)
-            for i in range(nbp):
-                tot[i] = 1.0 / tot[i]
-            for j in range(k):
-                for i in range(nbp):
-                    rb[j, i] = e[j, i] * tot[i] if i < nb else 0.0
+            _posterior_block(xt, yb, lw, coef, intercept, var, c0, a, k, d, nb, nbp, mu, res_b,
+                             jn, e, m, tot, lp, rb)
             for i in range(nb):
                 log_p[a, i0 + i] = lp[i]
                 for j in range(k):

@@ -32,8 +32,8 @@ import numpy as np
 from numba import njit, prange
 
 from .numba_blocks import (_B, _L, CHUNK, _LOG_2PI, _all_rows, _batch, _dot, _linear,
-                           _load_x, _lse_block, _n_chunks, _params, _squeeze, _stats_block,
-                           _sum, _write_stats)
+                           _load_x, _lse_block, _n_chunks, _params, _posterior_block,
+                           _squeeze, _stats_block, _sum, _write_stats)
 
 __all__ = ["softmax_e_step", "softmax_q"]
 
@@ -159,19 +159,8 @@ def _softmax_fused_k(X, y, rows, gcoef, gint, coef, intercept, var, extra, nch,
             for i in range(nbp):
                 yb[i] = y[r, i0 + i] if i < nb else 0.0
             _gate_block(xt, gcoef, gint, a, k, d, nbp, s, e, m, tot, lse, lw, w)
-            for j in range(k):
-                _linear(xt, coef, intercept, a, j, d, nbp, mu)
-                hj = 0.5 / var[a, j]
-                for i in range(nbp):
-                    res = yb[i] - mu[i]
-                    res_b[j, i] = res
-                    jn[j, i] = lw[j, i] + (c0[j] - res * res * hj)
-            _lse_block(jn, e, m, tot, lp, k, nbp)
-            for i in range(nbp):
-                tot[i] = 1.0 / tot[i]
-            for j in range(k):
-                for i in range(nbp):
-                    rb[j, i] = e[j, i] * tot[i] if i < nb else 0.0
+            _posterior_block(xt, yb, lw, coef, intercept, var, c0, a, k, d, nb, nbp, mu, res_b,
+                             jn, e, m, tot, lp, rb)
             for i in range(nb):
                 log_p[a, i0 + i] = lp[i]
                 for j in range(k):
