@@ -309,3 +309,18 @@ def test_plot_dendrogram(exact_data):
         plot_dendrogram(object())
     with pytest.raises(ValueError, match="leaf_labels needs 5 labels"):
         plot_dendrogram(dend, leaf_labels=["a"])
+
+
+def test_dendrogram_survives_an_atom_with_underflowing_mass():
+    """An unbounded over-specified fit can carry a gate intercept near -900, whose mass
+    underflows to 0: the merged levels must still be valid models (regression)."""
+    import warnings
+
+    from moestats import get_setup
+    X, y = get_setup("softmax-exact").truth.sample(1000, np.random.default_rng(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = select_n_experts(X, y, n_experts=[4], criterion="aic", n_init=5,
+                                  random_state=0, backend="numpy")
+    assert result.best_n_experts == 4
+    assert np.all(np.isfinite(result.table["log_likelihood"]))

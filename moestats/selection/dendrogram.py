@@ -225,8 +225,11 @@ def _level_params(atoms, ref_leaf, tau, temperature, origin):
     """The merged model: atoms ordered by smallest leaf, the reference's atom last."""
     order = sorted(atoms, key=lambda a: (ref_leaf in a.leaves, a.leaves[0]))
     slopes = np.array([a.gate_slope for a in order])
+    # a mass that underflowed to 0 (an atom with a gate intercept near -900 in an unbounded
+    # fit) gets the log of the smallest normal float: its weight is 0 in double either way
+    log_mass = np.log(np.maximum(np.array([a.mass for a in order]), np.finfo(float).tiny))
     params = MoEParams.with_reference_gate(
-        slopes * tau, np.log(np.array([a.mass for a in order])) - slopes @ origin,
+        slopes * tau, log_mass - slopes @ origin,
         np.array([a.expert_coef for a in order]),
         np.array([a.expert_intercept for a in order]),
         np.array([a.expert_var for a in order]), temperature)
