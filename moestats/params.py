@@ -12,7 +12,7 @@ where the gate family defines the logits ``s(x)`` from the gate slopes
 ``beta_1j`` (``gate_coef``), gate intercepts ``beta_0j`` (``gate_intercept``) and,
 for the temperature families, a temperature ``tau`` shared by all experts.
 
-Identifiability convention (papers.md section 1): the **last expert is the
+Identifiability convention (the user guide's *The model and its gates*): the **last expert is the
 reference**, ``beta_1k = 0`` and ``beta_0k = 0``, in true and fitted models alike.
 :class:`MoEParams` enforces it at construction.
 

@@ -10,7 +10,7 @@ rate is read off the power-law model
 fitted by ordinary least squares of ``log(stat_n)`` on ``log n``, where
 ``stat_n`` is a location statistic (mean, median or trimmed mean) of the losses
 observed at ``n``. Occasional optimiser failures (EM stuck in a bad fixed point,
-NaN/inf losses) can dominate the mean and swing the slope (papers.md section 5),
+NaN/inf losses) can dominate the mean and swing the slope (the user guide's *Simulations*, rates),
 so the median and trimmed mean are offered beside the mean, and failed fits are
 excluded from the statistic and *counted*, never silently averaged.
 
@@ -27,7 +27,7 @@ With ``n_boot > 0`` every local slope gets a stratified-bootstrap interval (the
 same resampling as :func:`fit_rate`), and :func:`last_decade_slope` fits the rate
 over the last decade of ``n`` only, so that a plateau is not summarised by one
 straight line. :func:`cell_theory_slope` gives the theory slope of a parameter
-block of a Voronoi cell of a given size (papers.md section 5).
+block of a Voronoi cell of a given size (the user guide's *Simulations*, rates).
 """
 
 from __future__ import annotations
@@ -616,7 +616,7 @@ def last_decade_slope(n, losses, *, decades=1.0, failed=None, **kwargs) -> RateF
     return fit_rate(n_arr[sel], loss_arr[sel], failed=fail, **kwargs)
 
 
-#: the parameter blocks whose cell exponent is that of the gate slope (papers.md sections 4, 5)
+#: the parameter blocks whose cell exponent is that of the gate slope (the user guide's *Simulations*)
 _SLOW_BLOCKS = ("gate_coef", "expert_intercept", "temperature", "gate_slope_over_temperature")
 #: the blocks at the faster exponent 1/rbar of a cell with m >= 2 atoms
 _FAST_BLOCKS = ("expert_coef", "expert_var")
@@ -632,7 +632,7 @@ def cell_theory_slope(block, size):
     :math:`\\bar r(2) = 4`, :math:`\\bar r(3) = 6`; the cell's weight sum
     :math:`\\sum_{i \\in A_j} e^{\\beta_{0i}}` at :math:`n^{-1/2}` whatever
     :math:`m`. The temperature (and :math:`\\beta_1/\\tau`) takes the exponent of
-    :math:`\\beta_1` (papers.md section 4).
+    :math:`\\beta_1` (the user guide's *Simulations*, losses and gauges).
 
     ============ ========= =========== ===========
     block         m = 1     m = 2       m = 3

@@ -102,7 +102,7 @@ def near_truth_init(true_params, n_experts, n, rng, *, fit_intercept=True,
                     gate_sd=0.005, expert_sd=0.05, var_sd=0.005,
                     gate_exponent=-0.083, expert_exponent=-0.083, var_exponent=-0.25,
                     split_weights=True, perturb_temperature=False):
-    """The theory simulations' start "near the truth" (papers.md section 3).
+    """The theory simulations' start "near the truth" (the user guide's *Solvers and certificates*).
 
     Fitted experts are assigned to true experts at random so that every true expert
     gets at least one and the (last) reference expert maps to the reference; then,
@@ -119,7 +119,7 @@ def near_truth_init(true_params, n_experts, n, rng, *, fit_intercept=True,
     starts at :math:`\\beta_{0j} - \\log m`, so that the start's cell weights sum to
     :math:`e^{\\beta^*_{0j}}`. Setting the exponents to 0 gives a start whose noise
     does not shrink with ``n`` (needed where the data cannot identify a direction,
-    papers.md section 6). With ``perturb_temperature`` (for a learned temperature)
+    the user guide's *Simulations*, setups). With ``perturb_temperature`` (for a learned temperature)
     the temperature starts at the truth times
     :math:`\\exp(\\mathcal N(0, (\\mathrm{gate\\_sd}\\, n^{\\mathrm{gate\\_exponent}})^2))`;
     otherwise at the truth.

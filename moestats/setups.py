@@ -1,4 +1,4 @@
-"""The papers' true models and fitted configurations, by id (papers.md section 6)."""
+"""The papers' true models and fitted configurations, by id (the user guide's *Simulations*, setups)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class FittedConfig:
 
     ``theory_slope`` is the slope of log(loss) on log(n) the theory predicts
     (``None`` where it predicts no polynomial rate; 0 where it predicts no
-    convergence); ``loss`` names the loss (papers.md section 4).
+    convergence); ``loss`` names the loss (the user guide's *Simulations*, losses and gauges).
     """
 
     name: str
@@ -113,7 +113,7 @@ def _build():
                             {"loss_density": -0.5}),
                FittedConfig("k3-top1", 3, TopKGate(1), "density", None,
                             "K-bar = 1 < K_needed = 2: [T]'s condition is sufficient "
-                            "only, so [T] gives no guarantee (papers.md section 2); "
+                            "only, so [T] gives no guarantee (the user guide's *The model and its gates*); "
                             "measured: converges at -1/2, because in d = 1 a top-1 "
                             "gate selects only the largest or the smallest slope, so "
                             "one of three experts is never selected and the fitted "
@@ -158,7 +158,7 @@ def _build():
     return {s.id: s for s in setups}
 
 
-#: the setups of papers.md section 6, by id
+#: the setups of the user guide's *Simulations*, setups, by id
 SETUPS = _build()
 
 

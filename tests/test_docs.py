@@ -118,9 +118,6 @@ def test_user_guide_pages_are_in_the_toctree():
     assert pages and all(f"   {page}\n" in index for page in pages)
 
 
-@pytest.mark.xfail(strict=True, reason="library docstrings still cite papers.md and "
-                   "ARCHITECTURE.md, which do not ship (issue 11, item 1); remove this "
-                   "marker once they are rewritten")
 def test_public_docstrings_cite_no_unshipped_file():
     pattern = re.compile(r"papers\.md|ARCHITECTURE\.md")
     offenders = set()

@@ -1,6 +1,6 @@
 """Array backends of the likelihood kernels, and the choice between them.
 
-A backend is an array namespace plus a few kernels (``ARCHITECTURE.md``):
+A backend is an array namespace plus a few kernels (``the backends' design (:mod:`moestats.backends`)``):
 
 - ``"numpy"``: the reference (:mod:`.numpy_kernels`, and the NumPy code of
   :mod:`moestats.experts` and :mod:`moestats.likelihood`);

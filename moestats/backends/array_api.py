@@ -1,6 +1,6 @@
 """Reference kernels written only against the Python array API standard.
 
-The three hot spots of ``ARCHITECTURE.md`` (expert log-density, row-wise
+The three hot spots of ``the backends' design (:mod:`moestats.backends`)`` (expert log-density, row-wise
 log-normalisation into responsibilities and per-sample log-likelihood, weighted
 sufficient statistics), plus the weighted residual sums of the variance update.
 Every function takes its array namespace from its inputs

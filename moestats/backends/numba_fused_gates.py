@@ -55,7 +55,7 @@ Examples
 >>> X, y = s.truth.sample(500, np.random.default_rng(0))
 >>> P = as_batched(s.truth.params, 1)
 >>> resp, log_p, (stats, (value, grad, hess), moments) = dense_fused_e_step(
-...     s.fitted_gate, X[None], y[None], np.zeros(1, dtype=np.int64), P, True)
+...     s.fitted[0].gate, X[None], y[None], np.zeros(1, dtype=np.int64), P, True)
 >>> resp.shape, grad.shape, hess.shape
 ((1, 500, 2), (1, 3), (1, 3, 3))
 """

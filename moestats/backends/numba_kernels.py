@@ -1,6 +1,6 @@
 """Numba kernels of the hot loops, with an optional leading replication axis.
 
-The three hot spots of ``ARCHITECTURE.md`` (expert log-density, row-wise
+The three hot spots of ``the backends' design (:mod:`moestats.backends`)`` (expert log-density, row-wise
 log-normalisation into responsibilities and per-sample log-likelihood, weighted
 sufficient statistics), and the weighted residual sums of the variance update. The
 fused kernels of the gates live beside it: :mod:`.numba_softmax` (softmax E-step with statistics and

@@ -13,7 +13,7 @@ class TemperatureGate(Gate):
     """Softmax gate with a temperature: :math:`s_j(x) = \\beta_{1j}^\\top x / \\tau + \\beta_{0j}`.
 
     [convention] :math:`\\beta_0` stays the log mixing weight and :math:`\\tau`
-    divides only the slope part (papers.md section 2).
+    divides only the slope part (the user guide's *The model and its gates*).
 
     Parameters
     ----------

@@ -4,7 +4,7 @@ A mixture of experts is unchanged by relabelling its experts, and its gate by a
 common shift :math:`(t_1, t_0)` of every :math:`(\\beta_{1j}, \\beta_{0j})` when the
 logits are linear in :math:`\\beta_1` (softmax, top-K, temperature gates). Under the
 reference convention (the last expert has :math:`\\beta_{1k} = 0, \\beta_{0k} = 0`,
-papers.md section 1), relabelling by an order :math:`o` (expert :math:`i` of the
+the user guide's *The model and its gates*), relabelling by an order :math:`o` (expert :math:`i` of the
 result is expert :math:`o_i`) therefore maps
 
 .. math::

@@ -10,7 +10,7 @@ refits the model **starting from the fit** :math:`\\hat\\theta` (one start, the
 fit's hyperparameters, certified as every fit), and relabels the refit to the fit's
 labels and gauge (:func:`moestats.inference.alignment.align_to_reference`) before any
 statistic is taken: without it, label switching inflates the standard errors
-(papers.md section 7). The reported parameters :math:`\\psi` are those of the Wald
+(the user guide's *Inference* and *Choosing k*). The reported parameters :math:`\\psi` are those of the Wald
 summary (:mod:`moestats.inference.parameters`); the bootstrap standard error is the
 standard deviation of :math:`\\psi^{(b)}` over the replicates, the interval of level
 :math:`1 - \\alpha` the percentile interval

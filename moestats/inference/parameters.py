@@ -18,7 +18,7 @@ is stored with the row,
     \\partial(\\beta_{1jc}/\\tau)/\\partial\\log\\tau = -\\beta_{1jc}/\\tau .
 
 The reference expert's gate parameters (:math:`\\beta_{1k} = 0, \\beta_{0k} = 0`)
-are fixed by the convention (papers.md section 1): they get no row, and a
+are fixed by the convention (the user guide's *The model and its gates*): they get no row, and a
 standard error of 0 in :class:`StandardErrors`.
 
 Structurally unidentified rows get a reason instead of a number:

@@ -1,4 +1,4 @@
-"""Voronoi losses, per-parameter errors and the density error (papers.md section 4).
+"""Voronoi losses, per-parameter errors and the density error (the user guide's *Simulations*, losses and gauges).
 
 The theory measures a fitted model through its mixing measure
 
@@ -47,7 +47,7 @@ Gauge. The fitted gate parameters are identified only up to a common shift
 (softmax, top-K and temperature gates; only :math:`t_0` for activation gates,
 whose logits :math:`\\sigma(\\beta_1^\\top x)/\\tau + \\beta_0` are not linear in
 :math:`\\beta_1`) and up to relabelling; a top-1 gate also up to a common scale
-:math:`c > 0` of the slopes. The losses of papers.md section 4 hold in the
+:math:`c > 0` of the slopes. The losses of the user guide's *Simulations*, losses and gauges hold in the
 truth's gauge, so every loss first brings the fit there
 (:func:`align_to_truth`; argument ``gauge``, named by :func:`loss_gauge`):
 
@@ -63,7 +63,7 @@ truth's gauge, so every loss first brings the fit there
     gauge is ``"mass"``.
 ``"slope+unit-norm"``
     The identifiable top-1 form: the gate slopes are replaced by the relative
-    slopes :math:`(\\beta_{1i} - m)/N` of unit total norm (papers.md section 2;
+    slopes :math:`(\\beta_{1i} - m)/N` of unit total norm (the user guide's *The model and its gates*;
     :func:`align_to_truth` gives :math:`m`, :math:`N`), in the cells and in the
     brackets; invariant to :math:`\\beta_1 \\to c\\beta_1 + t_1`.
 ``"reference"``

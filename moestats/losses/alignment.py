@@ -1,6 +1,7 @@
 """The alignment of a fitted model to the truth's gauge: the common gate shift
-(and, for top-1, scale) found as a fixed point of cells and shift (papers.md
-sections 1, 2 and 4; package docstring: :mod:`moestats.losses`)."""
+(and, for top-1, scale) found as a fixed point of cells and shift (the user
+guide's *The model and its gates* and *Simulations*; package docstring:
+:mod:`moestats.losses`)."""
 
 from __future__ import annotations
 

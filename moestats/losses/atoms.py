@@ -1,5 +1,5 @@
 """Atoms of a mixing measure, their Voronoi cells around the true atoms, and r-bar(m)
-(papers.md section 4; package docstring: :mod:`moestats.losses`)."""
+(the user guide's *Simulations*, losses and gauges; package docstring: :mod:`moestats.losses`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The expected Hellinger distance between fitted and true conditional densities
-(papers.md section 5; package docstring: :mod:`moestats.losses`)."""
+(the user guide's *Simulations*, rates; package docstring: :mod:`moestats.losses`)."""
 
 from __future__ import annotations
 

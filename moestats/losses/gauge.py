@@ -1,5 +1,5 @@
 """Gauge fixing: bring a fitted model to the truth's gauge before measuring it
-(papers.md sections 1, 2 and 4; package docstring: :mod:`moestats.losses`).
+(the user guide's *The model and its gates* and *Simulations*; package docstring: :mod:`moestats.losses`).
 
 The softmax-type densities (softmax, top-K, temperature with the identity
 activation) are unchanged when the same :math:`(t_1, t_0)` is added to every

@@ -1,4 +1,4 @@
-"""Per-parameter Voronoi-matched errors, per cell and overall (papers.md section 4;
+"""Per-parameter Voronoi-matched errors, per cell and overall (the user guide's *Simulations*, losses and gauges;
 package docstring: :mod:`moestats.losses`)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The Voronoi losses D1 and D2 (dense, top-K and temperature forms), with gauge fixing
-(papers.md section 4; package docstring: :mod:`moestats.losses`)."""
+(the user guide's *Simulations*, losses and gauges; package docstring: :mod:`moestats.losses`)."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def voronoi_loss(fitted, true, kind="auto", *, top_k=None, relative_weights=None
         ``"slope"``: the common shift :math:`(t_1, t_0)` of
         :func:`align_to_truth`. ``"slope+unit-norm"``: the identifiable top-1
         form (relative gate slopes of unit total norm; use it for a true top-1
-        gate). ``"reference"``: papers.md section 4 as written (fitted and true
+        gate). ``"reference"``: the user guide's *Simulations*, losses and gauges as written (fitted and true
         :math:`\\beta` in the reference-expert gauge, raw slopes).
         ``"intercept"``: the infimum over a common intercept shift,
         :math:`\\inf_{s > 0} D` with :math:`w_i \\to s\\,w_i` (exact: the loss is

@@ -16,8 +16,7 @@ one row per (fitted configuration, sample size, replication):
     And any other loss column (``loss_ratio``, ``density_error``, ...) or
     per-parameter error column (``err_gate_coef``, ``err_expert_coef``,
     ``err_expert_intercept``, ``err_expert_var``, ``err_weight``,
-    ``err_temperature``, ``err_gate_slope_over_temperature``; papers.md
-    section 4).
+    ``err_temperature``, ``err_gate_slope_over_temperature``; the user guide's *Simulations*, losses and gauges).
 ``cell{j}_size``, ``cell{j}_<block>`` (optional)
     Per-cell errors of true atom ``j`` (:func:`plot_cell_rates`).
 ``loss_gauge`` (str, optional)
@@ -27,7 +26,7 @@ one row per (fitted configuration, sample size, replication):
 
 A row is a *failed fit* for a column when its status is not ``"ok"`` or the
 column's value is not finite. Failed fits are excluded from every statistic,
-band and rate fit, and counted in the legend (papers.md section 5: occasional EM
+band and rate fit, and counted in the legend (the user guide's *Simulations*, rates: occasional EM
 failures must be reported, never silently averaged). An *uncertified* fit (its
 stored certificate does not hold) is likewise left out of the statistics by
 default (``certified_only=True``), drawn as a cross and counted. Rate fits are those of

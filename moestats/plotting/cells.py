@@ -1,5 +1,5 @@
 """Per-cell parameter rates: for each true atom (Voronoi cell), its parameter errors
-against n with the theory slopes of its cell size (papers.md section 5; issue 9 item 3).
+against n with the theory slopes of its cell size (the user guide's *Simulations*, rates; issue 9 item 3).
 
 The theory of the over-specified fit is about cells: a true atom matched by one fitted
 atom has all its errors at :math:`n^{-1/2}`; matched by :math:`m \\ge 2` atoms,

@@ -166,7 +166,7 @@ def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
                           n_boot=1000, rng=0):
     """Per-parameter errors, maximum over the cells: one log-log panel per block.
 
-    The errors of papers.md section 4, :math:`\\max_j \\max_{i\\in A_j}
+    The errors of the user guide's *Simulations*, losses and gauges, :math:`\\max_j \\max_{i\\in A_j}
     \\|\\Delta\\cdot_{ij}\\|`: the maximum over the Voronoi cells hides the slow
     (doubled) cells behind the fast ones, so for an over-specified fit read
     :func:`plot_cell_rates` instead; this figure is the worst cell's error.

@@ -3,7 +3,7 @@
 :func:`select_n_experts` fits a range of ``k`` and chooses by AIC, BIC or ICL (with
 identifiable degrees of freedom, :func:`n_identifiable_params`), or fits one
 over-specified model and chooses by the Dendrogram Selection Criterion (DSC) of Do,
-Nguyen et al. (arXiv 2510.12744; :func:`build_dendrogram`). papers.md section 7.
+Nguyen et al. (arXiv 2510.12744; :func:`build_dendrogram`). the user guide's *Inference* and *Choosing k*.
 """
 
 from .criteria import information_criteria, n_identifiable_params, posterior_entropy

@@ -44,11 +44,11 @@ def n_identifiable_params(gate: Gate, n_experts: int, n_features: int) -> int:
 
     * **learned temperature with the identity activation** (``TemperatureGate``):
       :math:`(\\beta_1, \\tau) \\to (c\\beta_1, c\\tau)` leaves the density unchanged,
-      so τ adds nothing (−1; papers.md §2);
+      so τ adds nothing (−1; the user guide's *The model and its gates*);
     * **top-1** (``TopKGate(1)``), ``k ≥ 2``: the density depends on the gate only
       through the partition :math:`x \\mapsto \\arg\\max_j \\beta_{1j}^\\top x`, which is
       invariant to multiplying every slope by :math:`c > 0`, so the common scale of
-      the slopes is not identifiable (−1; papers.md §2, "Top-1 identifiability");
+      the slopes is not identifiable (−1; the user guide's *The model and its gates*, "Top-1 identifiability");
     * ``k = 1``: the gate is the constant 1, so it has no parameter at all
       (a learned τ included).
 

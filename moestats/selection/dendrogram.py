@@ -2,8 +2,7 @@
 
 After Do, Nguyen et al., *Dendrograms of mixing measures for softmax-gated Gaussian
 mixture of experts: consistency without model sweeps* (arXiv 2510.12744), which adapts
-Do, Do, McKinley, Terhorst and Nguyen (arXiv 2403.01684) to the softmax gate; papers.md
-section 7.
+Do, Do, McKinley, Terhorst and Nguyen (arXiv 2403.01684) to the softmax gate; the user guide's *Inference* and *Choosing k*.
 
 One over-specified model with ``K`` experts is fitted; its mixing measure
 :math:`\\hat G = \\sum_j p_j\\,\\delta_{\\theta_j}`, with atoms
@@ -39,17 +38,17 @@ while :math:`h_{k^*}` does not, and the :math:`\\log n` weight makes any level b
 
 Choices, and why:
 
-* **Grouping of the blocks.** papers.md gives
+* **Grouping of the blocks.** The project's specification gives
   :math:`\\lVert\\Delta(\\beta_1, a, b)\\rVert^2 + \\lvert\\Delta\\nu\\rvert` "[check the
   paper's exact form]". The paper's text past its abstract could not be read here. The
   default groups the blocks by their convergence rates instead: in an over-specified
   cell :math:`\\beta_1` and :math:`b` converge at :math:`n^{-1/(2\\bar r)}` and
-  :math:`a, \\nu` at :math:`n^{-1/\\bar r}` ([D]; papers.md section 5), the loss the paper
+  :math:`a, \\nu` at :math:`n^{-1/\\bar r}` ([D]; the user guide's *Simulations*, rates), the loss the paper
   builds on weighs :math:`\\lVert(\\Delta\\beta_1, \\Delta b)\\rVert^{\\bar r} +
   \\lVert(\\Delta a, \\Delta\\nu)\\rVert^{\\bar r/2}`, and the authors' code
   (github.com/maitrungnguyen/Dendrogram_SGMoE, ``HD_NMoE/dendogram.py``) squares
   :math:`\\Delta b` and takes the unsquared norm of :math:`(\\Delta a, \\Delta\\nu)`.
-  ``dissimilarity="spec"`` is papers.md's form; a callable gives any other.
+  ``dissimilarity="spec"`` is the form in the user guide's *Choosing k*; a callable gives any other.
 * **Gauge.** Masses are normalised, so the heights do not depend on the common gate
   intercept shift :math:`t_0`; only slope *differences* enter, and the merged slope is
   a weighted mean, so the tree, the heights and the merged densities are invariant to
@@ -66,7 +65,7 @@ Choices, and why:
 
 Two defects of the reference code are not reproduced: its dissimilarity computes the
 gate-slope difference and then leaves it out, and its simulations pass standard
-deviations where the sampler expects variances (papers.md section 7). It also differs
+deviations where the sampler expects variances (the user guide's *Inference* and *Choosing k*). It also differs
 in ways that are not bugs: its weights :math:`1/(e^{-\\beta_{0i}} + e^{-\\beta_{0l}})`
 are not normalised, so its heights are scaled by :math:`\\sum_j e^{\\beta_{0j}}` in the
 fitted reference gauge (which depends on which expert is the reference), and it adds

@@ -1,10 +1,10 @@
 """From a results store to rate tables, CSV/JSON exports and figures.
 
 Every statistic and rate fit is taken over the *certified* fits (the stationarity
-certificate of papers.md section 3 holds) that did not fail; uncertified and failed fits
+certificate of the user guide's *Solvers and certificates* holds) that did not fail; uncertified and failed fits
 are counted in every table and drawn in every figure, never silently averaged. Every
 loss is named with its gauge. For an over-specified configuration the report adds the
-per-cell parameter rates (papers.md section 5).
+per-cell parameter rates (the user guide's *Simulations*, rates).
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ Config format::
     tol = 1e-6
     max_iter = 2000
     backend = "numba"              # EM kernels: "numba" (default), "numpy" or "cupy"
-    certify_tol = 1e-3             # nats: a fit is converged only when certified (papers.md 3)
+    certify_tol = 1e-3             # nats: a fit is converged only when certified (the user guide's *Solvers and certificates*)
 
-    [space]                        # optional: the parameter space (default: papers.md 3)
+    [space]                        # optional: the parameter space (default: the user guide's *Solvers and certificates*)
     var_bounds = [0.01, 100.0]
     coef_bound = 100.0
 
@@ -90,7 +90,7 @@ class SweepSpec:
     seed : int
     design : {"iid", "grid"}
     start : {"near-truth", "near-truth-fixed", "agnostic"}
-        The start protocol (papers.md section 3): the papers' near-truth start (noise
+        The start protocol (the user guide's *Solvers and certificates*): the papers' near-truth start (noise
         shrinking with n), the same with noise fixed, or truth-agnostic: what a user
         does, :class:`~moestats.GaussianMoE` with ``n_init`` data-driven starts
         (k-means, random partitions, lines; short-run selection), the best certified

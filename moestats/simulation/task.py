@@ -30,7 +30,7 @@ __all__ = ["run_task", "run_batch", "prepare_task", "simulate_data", "LOSS_GAUGE
 #: in beta_1) fix t_0 only, i.e. the "mass" gauge; each row names its gauge (``loss_gauge``).
 LOSS_GAUGE = "slope"
 #: the gauge of a true top-1 gate: relative gate slopes of unit total norm (|beta_1| is not
-#: identifiable for top-1, papers.md section 2)
+#: identifiable for top-1, the user guide's *The model and its gates*)
 LOSS_GAUGE_TOP1 = "slope+unit-norm"
 
 

@@ -1,4 +1,4 @@
-"""Second-order finish and certificate of a fit (papers.md section 3).
+"""Second-order finish and certificate of a fit (the user guide's *Solvers and certificates*).
 
 EM is monotone but, in singular regimes (over-specified fits, top-K, learned
 temperature), sublinear: it makes tiny steps far from the maximum, and a small

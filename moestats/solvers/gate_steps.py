@@ -211,7 +211,7 @@ def _gate_newton_step(gate, ops, P, rows, target, lo, hi, max_iter, tol, observe
 def _pin_unidentified(gate, P, rows, lo, hi):
     """The box of a gate step, with :math:`\\log\\tau` held at its current value where
     the gate is exactly invariant to :math:`(\\beta_1, \\tau) \\to (c\\beta_1, c\\tau)`
-    (a learned temperature with the identity activation, papers.md section 2).
+    (a learned temperature with the identity activation, the user guide's *The model and its gates*).
 
     Along that direction :math:`Q` is constant, so its Hessian is singular (and
     indefinite away from the maximum) and Newton steps in :math:`(\\beta_1, \\log\\tau)`

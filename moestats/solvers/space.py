@@ -1,7 +1,7 @@
 """The parameter space :math:`\\Theta` over which the likelihood is maximised.
 
 The theory of the convergence rates is about the MLE over a *compact* set
-(papers.md section 3, after Nguyen, Nguyen & Ho, NeurIPS 2023, arXiv 2305.03288):
+(the user guide's *Solvers and certificates*, after Nguyen, Nguyen & Ho, NeurIPS 2023, arXiv 2305.03288):
 variances in :math:`[\\nu_{lo}, \\nu_{hi}]` with :math:`\\nu_{lo} > 0` fixed, and every
 gate and expert coordinate bounded. Without such bounds the likelihood has spurious
 maxima with tiny-variance components. :class:`ParameterSpace` states the box; every
@@ -123,6 +123,6 @@ class ParameterSpace:
         return out
 
 
-#: the parameter space of the theory sweeps (papers.md section 3): variances in
+#: the parameter space of the theory sweeps (the user guide's *Solvers and certificates*): variances in
 #: [0.01, 100], every gate and expert coordinate in [-100, 100]
 THEORY_SPACE = ParameterSpace(var_bounds=(0.01, 100.0), coef_bound=100.0)
