@@ -28,6 +28,8 @@ class FittedConfig:
     note: str = ""
     #: theory slopes of the secondary loss columns (e.g. ``{"loss_voronoi_ratio": -0.5}``)
     other_theory: dict = field(default_factory=dict)
+    #: what the theory says of the main loss where it gives no slope (tables print it)
+    theory_text: str = ""
 
     def theory_for(self, column: str):
         """The theory slope of a result column (``"loss"`` or ``"loss_<name>"``)."""
@@ -117,7 +119,8 @@ def _build():
                             "measured: converges at -1/2, because in d = 1 a top-1 "
                             "gate selects only the largest or the smallest slope, so "
                             "one of three experts is never selected and the fitted "
-                            "class contains the truth", {"loss_density": -0.5})),
+                            "class contains the truth", {},
+                            "no guarantee ([T]'s condition fails)")),
               "top-K gate, over-specified (k = 3 > k* = 2); the top-2-of-3 case is a "
               "documented pathology (its limit needs diverging gate parameters)"),
         Setup("topk-over-k4", "T", TrueModel(_dnh_params(top1=True), TopKGate(1), sym),
@@ -134,7 +137,7 @@ def _build():
               (FittedConfig("k2-learned-tau", 2, TemperatureGate(1.0, learn_temperature=True),
                             "D1-temperature", None,
                             "(beta_1, tau) not identifiable; beta_1/tau at -1/2",
-                            {"loss_voronoi_ratio": -0.5}),),
+                            {"loss_voronoi_ratio": -0.5}, "no polynomial rate"),),
               "temperature gate with learned tau, identity activation"),
         Setup("activation", "S",
               TrueModel(_temperature_params(), ActivationGate("tanh", 0.5), sym),
