@@ -216,7 +216,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
         time.sleep(0.2)
         if path.exists():
             try:
-                with ResultStore(path) as s:
+                with ResultStore(path, readonly=True) as s:
                     rows = len(s)
             except Exception:
                 rows = 0
@@ -225,7 +225,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     assert proc.poll() is None, "the sweep finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    with ResultStore(path) as s:
+    with ResultStore(path, readonly=True) as s:
         partial = len(s)
     assert 3 <= partial < len(spec.tasks())
     resumed = frame(run_sweep(spec, path, n_jobs=2, progress=False))

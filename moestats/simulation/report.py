@@ -5,6 +5,13 @@ certificate of the user guide's *Solvers and certificates* holds) that did not f
 are counted in every table and drawn in every figure, never silently averaged. Every
 loss is named with its gauge. For an over-specified configuration the report adds the
 per-cell parameter rates (the user guide's *Simulations*, rates).
+
+Faults. :func:`export_report` opens the store read-only (an SQLite ``mode=ro`` URI:
+it never changes the store, and works in a read-only directory with a writable
+``out_dir``), and writes every file atomically (a temporary file beside it, then a
+rename: a full disk or an interrupt never leaves a half-written figure or table under
+its final name). A store whose fits all failed (or none is usable) gets its tables
+and no figure, with a note in ``rates.attrs["notes"]``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import pandas as pd
 
 from ..rates import fit_rate, last_decade_slope, local_slopes
 from ..setups import get_setup
+from .atomic import remove_stale_temporaries, save_figure, write_csv, write_text
+from .faults import EmptyStoreError, os_error
 from .store import ResultStore
 
 __all__ = ["rate_table", "per_n_table", "local_slope_table", "per_cell_table",
@@ -300,6 +309,20 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
     configuration with per-cell errors, ``<name>-per-cell-rates-<fitted>.png`` and
     ``<name>-per-cell-slopes.csv``.
 
+    The store is opened read-only and never changed; every file is written atomically
+    (temporary file, then rename). When no fit is usable (all failed, or uncertified
+    with ``certified_only``), the tables are written and the figures skipped, with a
+    note in ``rates.attrs["notes"]``.
+
+    Raises
+    ------
+    StoreError
+        The store is missing, not a moestats store, corrupt
+        (:class:`~moestats.simulation.faults.EmptyStoreError`, also a ValueError, when
+        it holds no results).
+    FileSystemError
+        An output cannot be written (disk full, read-only, permission denied).
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -316,36 +339,50 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
     >>> rates = export_report(path, n_boot=0, figures=False)
     >>> rates[["statistic", "loss", "loss_gauge"]].values.tolist()[0]
     ['mean', 'D1', 'slope']
-    >>> sorted(p.name for p in path.parent.iterdir() if p.suffix != ".sqlite")
+    >>> sorted(p.name for p in path.parent.iterdir() if p.suffix == ".csv" or p.suffix == ".json")
     ['demo-local-slopes.csv', 'demo-results.csv', 'demo-slopes.json', 'demo-table.csv']
     """
     store_path = Path(store_path)
-    with ResultStore(store_path) as store:
+    with ResultStore(store_path, readonly=True) as store:
         spec = store.spec_dict
         df = store.to_frame()
     if spec is None or df.empty:
-        raise ValueError(f"{store_path} holds no results")
+        raise EmptyStoreError(f"{store_path} holds no results yet; run the sweep first "
+                              "(moestats run), then report it")
     setup_id = spec["setup"]
     name = name or store_path.stem
     out_dir = Path(out_dir) if out_dir is not None else store_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, out_dir, "creating the report directory") from None
+    remove_stale_temporaries(out_dir)
     columns = _loss_columns(df)
     rates = rate_table(df, setup_id, columns=columns, n_boot=n_boot,
                        certified_only=certified_only)
     cells = per_cell_table(df, setup_id, n_boot=n_boot, certified_only=certified_only)
     drop = ("losses", "errors", "params", "init", "cells")
-    df[[c for c in df.columns if c not in drop]].to_csv(out_dir / f"{name}-results.csv",
-                                                         index=False)
-    per_n_table(df, columns, certified_only).to_csv(out_dir / f"{name}-table.csv", index=False)
-    local_slope_table(df, columns, n_boot=n_boot, certified_only=certified_only).to_csv(
-        out_dir / f"{name}-local-slopes.csv", index=False)
+    write_csv(df[[c for c in df.columns if c not in drop]], out_dir / f"{name}-results.csv",
+              index=False)
+    write_csv(per_n_table(df, columns, certified_only), out_dir / f"{name}-table.csv",
+              index=False)
+    write_csv(local_slope_table(df, columns, n_boot=n_boot, certified_only=certified_only),
+              out_dir / f"{name}-local-slopes.csv", index=False)
     if not cells.empty:
-        cells.to_csv(out_dir / f"{name}-per-cell-slopes.csv", index=False)
+        write_csv(cells, out_dir / f"{name}-per-cell-slopes.csv", index=False)
     payload = {"spec": spec, "certified_only": certified_only,
                "rates": json.loads(rates.to_json(orient="records")),
                "per_cell": json.loads(cells.to_json(orient="records")) if len(cells) else []}
-    (out_dir / f"{name}-slopes.json").write_text(json.dumps(payload, indent=2))
-    if figures:
+    write_text(out_dir / f"{name}-slopes.json", json.dumps(payload, indent=2))
+    rates.attrs["notes"] = []
+    usable = int((~_excluded(df, "loss", certified_only)).sum())
+    if figures and usable == 0:
+        n_failed = int(_counts(df)["n_failed"])
+        rates.attrs["notes"].append(
+            f"{store_path}: no usable fit ({n_failed} of {len(df)} failed"
+            + (f", {len(df) - n_failed} uncertified" if len(df) > n_failed else "")
+            + "); tables written, figures skipped")
+    elif figures:
         _figures(df, setup_id, spec, out_dir, name, columns, n_boot, certified_only)
     return rates
 
@@ -398,7 +435,7 @@ def _atom_labels(setup):
 
 def _save(fig, out_dir, stem):
     for ext in ("png", "svg"):
-        fig.savefig(out_dir / f"{stem}.{ext}", dpi=130, bbox_inches="tight")
+        save_figure(fig, out_dir / f"{stem}.{ext}", dpi=130, bbox_inches="tight")
 
 
 def _figures(df, setup_id, spec, out_dir, name, columns, n_boot, certified_only):
@@ -440,14 +477,16 @@ def _fmt_slope(rec, key="slope", lo="ci_low", hi="ci_high"):
 def results_markdown(slopes_files) -> str:
     """A markdown table of measured against theory slopes from ``*-slopes.json`` files.
 
-    One row per (setup, form, fitted configuration, loss column): the loss with its
+    One row per (setup, form, start protocol, fitted configuration, loss column): the
+    loss with its
     gauge, the theory slope, the slope of the mean and of the median with their 95%
     intervals, the median's slope over the last decade of n, and the uncertified and
     failed fit counts (the slopes are over the certified fits).
     """
-    lines = ["| setup | form | fitted | loss (gauge) | theory slope | slope of mean [95% CI] | "
-             "slope of median [95% CI] | median, last decade | uncertified / failed / fits |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| setup | form | start | fitted | loss (gauge) | theory slope | "
+             "slope of mean [95% CI] | slope of median [95% CI] | median, last decade | "
+             "uncertified / failed / fits |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in slopes_files:
         data = json.loads(Path(path).read_text())
         spec = data["spec"]
@@ -465,13 +504,14 @@ def results_markdown(slopes_files) -> str:
             lname += (" (gauge-free)" if "density" in lname
                       else f" ({gauge})" if gauge else " (gauge not recorded)")
             theory = cfg.theory_for(column)
-            theory_txt = ("no polynomial rate" if theory is None and column == "loss"
+            theory_txt = ((cfg.theory_text or "—") if theory is None and column == "loss"
                           else "—" if theory is None else f"{theory:+.2f}")
             mean, median = recs.get("mean"), recs.get("median")
             counts = (f"{any_rec.get('n_uncertified', 'n/a')} / {any_rec.get('n_failed', 0)} / "
                       f"{any_rec.get('n_fits', 'n/a')}")
             lines.append(
-                f"| {spec['setup']} | {spec['form']} | {fitted} | {lname} | {theory_txt} | "
+                f"| {spec['setup']} | {spec['form']} | {spec.get('start', 'near-truth')} | "
+                f"{fitted} | {lname} | {theory_txt} | "
                 f"{_fmt_slope(mean)} | {_fmt_slope(median)} | "
                 f"{_fmt_slope(median, 'decade_slope', 'decade_ci_low', 'decade_ci_high')} | "
                 f"{counts} |")

@@ -1,29 +1,58 @@
-"""Run a sweep on local cores (joblib) or on a Dask cluster, writing results as they finish.
+"""Run a sweep on local cores (worker processes) or on a Dask cluster, writing results as
+they finish.
 
 The pending tasks are grouped into batches, each holding replications of one
 (fitted configuration, n), which :func:`~moestats.simulation.task.run_batch` fits
 together by batched EM. A batch is the unit of work sent to a worker and of
 writing: its rows are committed as soon as it returns. Batches run largest ``n``
 first, so the long ones do not trail at the end of the sweep.
+
+Faults (see :mod:`moestats.simulation.faults` for the exit codes of the CLI):
+
+- *one writer per store*: a sweep takes the store's lock
+  (:mod:`~moestats.simulation.locking`) before it opens or creates the store; a second
+  sweep on the same store is refused with :class:`StoreLockedError` (``wait`` > 0:
+  waits for it that long);
+- *interrupts*: SIGINT, SIGTERM (in the CLI) or any error stop the workers before
+  :func:`run_sweep` returns or raises; a :class:`KeyboardInterrupt` carries
+  ``n_stored``, the fits in the store. Every committed row stays; rerunning resumes;
+- *local workers* (:mod:`~moestats.simulation.workers`) end when the driver ends, even
+  by SIGKILL; a worker that dies (e.g. killed by the OOM killer) is replaced and its
+  batch rerun, up to :data:`MAX_POOL_RESTARTS` times in a row without progress;
+- *Dask*: the spec and the density sample travel by value inside each task (nothing
+  is scattered, so a lost worker takes nothing with it and the scheduler reruns its
+  tasks elsewhere); connecting to a scheduler address times out after
+  ``connect_timeout`` seconds with :class:`SchedulerError`, before any store is
+  created or locked; a scheduler without any worker for ``no_worker_timeout``
+  seconds, or a lost connection, ends the sweep with :class:`SchedulerError`.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from itertools import groupby
 
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from .faults import SchedulerError
 from .spec import SweepSpec
 from .store import ResultStore
 from .task import density_sample, run_batch
 
-__all__ = ["run_sweep", "execute_batch", "make_batches", "DEFAULT_BATCH_SIZE"]
+__all__ = ["run_sweep", "execute_batch", "make_batches", "DEFAULT_BATCH_SIZE",
+           "connect_scheduler"]
 
 #: replications per batch by default (the papers' 40 replications of one n in one batch)
 DEFAULT_BATCH_SIZE = 40
+#: local worker deaths tolerated in a row without a finished batch
+MAX_POOL_RESTARTS = 3
+#: seconds to wait for a Dask scheduler to answer, by default
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: seconds a Dask scheduler may go without any worker before the sweep gives up
+DEFAULT_NO_WORKER_TIMEOUT = 300.0
 
 
 def make_batches(tasks, batch_size=DEFAULT_BATCH_SIZE):
@@ -64,39 +93,140 @@ def _local_results(spec, batches, X_density, n_jobs):
         for batch in batches:
             yield execute_batch(spec, batch, X_density, threads)
         return
-    from joblib import Parallel, delayed
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1,
-                        pre_dispatch="n_jobs")
-    yield from parallel(delayed(execute_batch)(spec, b, X_density, threads) for b in batches)
+    from .workers import remove_dead_shm, worker_pool
+    remove_dead_shm()
+    with worker_pool(min(n_jobs, len(batches)), MAX_POOL_RESTARTS) as pool:
+        for _, rows in pool.imap_unordered(
+                execute_batch, [(spec, b, X_density, threads) for b in batches]):
+            yield rows
 
 
-def _dask_results(spec, batches, X_density, scheduler):
-    from distributed import Client, as_completed
-    owns = not isinstance(scheduler, Client)
-    client = Client(scheduler) if owns else scheduler
+def connect_scheduler(scheduler, timeout=DEFAULT_CONNECT_TIMEOUT):
+    """``(client, owned)``: a Dask client of ``scheduler`` (an address, or a client as
+    is); :class:`SchedulerError` naming the address if it does not answer within
+    ``timeout`` seconds.
+
+    Examples
+    --------
+    >>> import socket
+    >>> from moestats.simulation.run import connect_scheduler
+    >>> with socket.socket() as s:  # a port nobody listens on
+    ...     s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    >>> try:
+    ...     connect_scheduler(f"tcp://127.0.0.1:{port}", timeout=1)
+    ... except Exception as exc:
+    ...     print(type(exc).__name__, "tcp://127.0.0.1" in str(exc))
+    SchedulerError True
+    """
+    if not isinstance(scheduler, str):
+        return scheduler, False
+    from distributed import Client
     try:
-        [spec_f, x_f] = client.scatter([spec, X_density], broadcast=True)
-        futures = [client.submit(execute_batch, spec_f, b, x_f, pure=False) for b in batches]
-        for future in as_completed(futures):
-            yield future.result()
-            future.release()
+        with _quiet_dask():
+            return Client(scheduler, timeout=timeout, set_as_default=False), True
+    except Exception as exc:  # OSError/TimeoutError, or a malformed address
+        raise SchedulerError(
+            f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s "
+            f"({_one_line(exc)}); check the address and that the scheduler runs (dask "
+            "scheduler), raise --connect-timeout, or run locally without --scheduler") from None
+
+
+def _one_line(exc, limit=200):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _scheduler_lost(address, exc):
+    return SchedulerError(f"lost the connection to the Dask scheduler at {address} "
+                          f"({type(exc).__name__}: {_one_line(exc)}); check that it runs, "
+                          "then rerun the same command to resume")
+
+
+@contextmanager
+def _quiet_dask():
+    """The client's own logging of connection failures (tracebacks) off: a fault is
+    reported once, by :class:`SchedulerError`."""
+    import logging
+    loggers = [logging.getLogger(n) for n in ("distributed", "distributed.client",
+                                              "distributed.core", "distributed.comm",
+                                              "distributed.utils")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
     finally:
-        if owns:
-            client.close()
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _dask_results(spec, batches, X_density, client, address, no_worker_timeout):
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker, as_completed
+    futures = [client.submit(execute_batch, spec, b, X_density, pure=False) for b in batches]
+    ready = as_completed(futures, loop=client.loop)  # our client, default or not
+    idle_since = None
+    last_check = time.monotonic()
+    try:
+        while not ready.is_empty():
+            if not ready.has_ready():
+                time.sleep(0.1)
+                if time.monotonic() - last_check < 5:
+                    continue
+                last_check = time.monotonic()
+                if client.status in ("closed", "closing"):
+                    raise _scheduler_lost(address, RuntimeError(f"client {client.status}"))
+                try:
+                    n_workers = len(client.scheduler_info().get("workers", {}))
+                except Exception as exc:
+                    raise _scheduler_lost(address, exc) from None
+                if n_workers:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > no_worker_timeout:
+                    raise SchedulerError(
+                        f"the Dask scheduler at {address} has had no worker for "
+                        f"{no_worker_timeout:g} s; start workers (dask worker {address}), "
+                        "then rerun the same command to resume")
+                continue
+            for future in ready.next_batch(block=False):
+                try:
+                    rows = future.result()
+                except KilledWorker as exc:
+                    raise SchedulerError(
+                        f"a batch killed the Dask workers that ran it ({_one_line(exc)}); "
+                        "out of memory? Use a smaller --batch-size, then rerun the same command "
+                        "to resume") from None
+                except (CancelledError, OSError) as exc:
+                    raise _scheduler_lost(address, exc) from None
+                yield rows
+                future.release()
+    finally:
+        left = [f for f in futures if not f.done()]
+        if left and client.status == "running":
+            try:
+                client.cancel(left)
+            except Exception:
+                pass
 
 
 def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progress=True,
-              batch_size=DEFAULT_BATCH_SIZE):
+              batch_size=DEFAULT_BATCH_SIZE, wait=0.0, on_wait=None,
+              connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+              no_worker_timeout=DEFAULT_NO_WORKER_TIMEOUT):
     """Run every task of ``spec`` not yet in the store at ``store_path``.
 
     Parameters
     ----------
     spec : SweepSpec
     store_path : str or Path
-        SQLite file; created, or resumed (refused if written by another spec).
+        SQLite file; created, or resumed (refused if written by another spec, or if
+        it is not a moestats store).
     n_jobs : int, optional
         Local worker processes; default all cores (``os.cpu_count()``). Ignored with
-        a scheduler.
+        a scheduler. Checked (>= 1) before anything is created.
     scheduler : str or distributed.Client, optional
         A Dask scheduler address (``"tcp://host:8786"``) or a client: run there.
     progress : bool
@@ -105,35 +235,97 @@ def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progr
         Replications of one (configuration, n) fitted together by batched EM. It
         changes no result (it is not part of the spec); smaller batches write more
         often and balance the load better, larger ones use the batched kernels better.
+    wait : float
+        Seconds to wait for another process holding the store's lock (``inf``: as
+        long as it takes); 0 (default): refuse at once with
+        :class:`~moestats.simulation.faults.StoreLockedError`.
+    on_wait : callable, optional
+        ``on_wait(holder)`` is called once if the sweep has to wait for the lock.
+    connect_timeout : float
+        Seconds to wait for the Dask scheduler at a ``scheduler`` address.
+    no_worker_timeout : float
+        Seconds a Dask scheduler may have no worker before the sweep gives up.
 
     Returns
     -------
     ResultStore
-        The (open) store; ``store.to_frame()`` reads it with pandas.
+        The (open) store, its lock released; ``store.to_frame()`` reads it with pandas.
+
+    Raises
+    ------
+    StoreLockedError, StoreError, FileSystemError, SchedulerError, WorkerLostError
+        The faults of :mod:`moestats.simulation.faults`; the committed rows stay.
+    KeyboardInterrupt
+        With ``n_stored`` (the fits in the store), after the workers were stopped.
 
     Notes
     -----
     Each batch's rows are committed to the store as soon as it returns, so an
     interrupted sweep (even by SIGKILL) loses at most the batches that were running.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from moestats.simulation import SweepSpec, run_sweep
+    >>> spec = SweepSpec(setup="softmax-exact", fitted=("k2",), sample_sizes=(100,),
+    ...                  replications=2, density_sample=0, max_iter=50)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.sqlite"
+    >>> store = run_sweep(spec, path, n_jobs=1, progress=False)
+    >>> len(store), len(run_sweep(spec, path, n_jobs=1, progress=False))  # resumed: nothing left
+    (2, 2)
     """
-    store = ResultStore(store_path, spec)
+    if scheduler is None:
+        n_jobs = (os.cpu_count() or 1) if n_jobs is None else n_jobs
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+            raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    client, owns = (None, False) if scheduler is None else \
+        connect_scheduler(scheduler, connect_timeout)
+    try:
+        store = ResultStore(store_path, spec, lock=True, wait=wait, on_wait=on_wait)
+        try:
+            _run(store, spec, n_jobs, client, scheduler, progress, batch_size,
+                 no_worker_timeout)
+        except KeyboardInterrupt as exc:
+            exc.n_stored = store.count_safely()
+            store.close()
+            raise
+        except BaseException:
+            store.close()
+            raise
+        store.release_lock()
+        return store
+    finally:
+        if owns:
+            with _quiet_dask():
+                try:
+                    client.close(timeout=connect_timeout)
+                except Exception:
+                    pass  # a scheduler already gone
+
+
+def _run(store, spec, n_jobs, client, scheduler, progress, batch_size, no_worker_timeout):
     pending = store.pending(spec.tasks())
     if not pending:
-        return store
+        return
     batches = make_batches(pending, batch_size)
     X_density = density_sample(spec) if spec.density_sample > 0 else None
-    if scheduler is not None:
-        results = _dask_results(spec, batches, X_density, scheduler)
+    quiet = nullcontext()
+    if client is not None:
+        address = scheduler if isinstance(scheduler, str) else getattr(
+            client, "scheduler", None) and client.scheduler.address
+        results = _dask_results(spec, batches, X_density, client, address, no_worker_timeout)
+        quiet = _quiet_dask() if isinstance(scheduler, str) else nullcontext()
     else:
-        n_jobs = (os.cpu_count() or 1) if n_jobs is None else int(n_jobs)
-        if n_jobs < 1:
-            raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
         results = _local_results(spec, batches, X_density, n_jobs)
     bar = tqdm(total=len(pending), desc=f"{spec.setup} ({spec.form})", unit="fit",
                disable=not progress, smoothing=0.05) if progress else nullcontext()
-    with bar:
-        for rows in results:
-            store.add_many(rows)
-            if progress:
-                bar.update(len(rows))
-    return store
+    try:
+        with bar, quiet:
+            for rows in results:
+                store.add_many(rows)
+                if progress:
+                    bar.update(len(rows))
+    finally:
+        results.close()  # stops the workers now, whatever ended the loop
