@@ -145,16 +145,14 @@ def save_figure(fig, path, **kwargs):
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> import matplotlib.pyplot as plt
+    >>> from matplotlib.figure import Figure
     >>> from moestats.simulation.atomic import save_figure
-    >>> fig, ax = plt.subplots()
+    >>> fig = Figure()
+    >>> ax = fig.add_subplot()
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "rates.svg"
     >>> save_figure(fig, path)
     >>> path.read_text().lstrip().startswith("<?xml")
     True
-    >>> plt.close(fig)
     """
     path = Path(path)
     kwargs.setdefault("format", path.suffix.lstrip("."))
