@@ -25,6 +25,15 @@ from .solvers.starts import emem, make_starts
 __all__ = ["GaussianMoE", "NumericalRepairWarning"]
 
 
+def _check_y_numeric(y):
+    """Refuse a non-numeric target with a message naming its dtype (numpy's own error for
+    strings is about ``add.reduce``)."""
+    kind = getattr(np.asarray(y), "dtype", np.dtype(float)).kind
+    if kind in "USaVMm":
+        raise ValueError(f"y must be numeric, got an array of dtype "
+                         f"{np.asarray(y).dtype}; convert it with y.astype(float)")
+
+
 class NumericalRepairWarning(UserWarning):
     """A fit had to repair numerical trouble (empty expert, singular system, floored variance, failed start)."""
 
@@ -177,8 +186,10 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+        if (not isinstance(self.tol, numbers.Real) or isinstance(self.tol, bool)
+                or not 0 <= self.tol < 1):
+            raise ValueError(f"tol must be a number in [0, 1) (a relative change of the "
+                             f"log-likelihood), got {self.tol!r}")
         if self.solver not in ("em", "mle"):
             raise ValueError(f"solver must be 'em' or 'mle', got {self.solver!r}")
         _check_backend_name(self.backend)
@@ -189,8 +200,9 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         if not (isinstance(self.certify_tol, numbers.Real) and self.certify_tol > 0):
             raise ValueError(f"certify_tol must be a number > 0, got {self.certify_tol!r}")
         if not (self.var_floor == "auto" or (
-                isinstance(self.var_floor, numbers.Real) and self.var_floor > 0)):
-            raise ValueError(f"var_floor must be 'auto' or a number > 0, got {self.var_floor!r}")
+                isinstance(self.var_floor, numbers.Real) and 0 < self.var_floor < np.inf)):
+            raise ValueError(f"var_floor must be 'auto' or a finite number > 0, "
+                             f"got {self.var_floor!r}")
         # a string names the default of a family; an instance is cloned, never modified
         gate = clone(self.gate) if isinstance(self.gate, Gate) else make_gate(self.gate)
         gate.validate(k)
@@ -265,6 +277,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         """
         gate = self._check_hyperparameters()
         warm = self.warm_start and hasattr(self, "params_")
+        _check_y_numeric(y)
         X, y = validate_data(self, X, y, reset=not warm, y_numeric=True, dtype=np.float64)
         n, d = X.shape
         n_params = gate.n_free_params(self.n_experts, d) + self.n_experts * (d + 2)
@@ -387,6 +400,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
 
     def _check_Xy(self, X, y):
         check_is_fitted(self)
+        _check_y_numeric(y)
         return validate_data(self, X, y, reset=False, y_numeric=True, dtype=np.float64)
 
     def score_samples(self, X, y):

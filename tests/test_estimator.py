@@ -170,7 +170,7 @@ def test_topk_recovers_with_default_init():
     (dict(certify_tol=0), r"certify_tol must be a number > 0, got 0"),
     (dict(n_keep=0), r"n_keep must be an integer >= 1, got 0"),
     (dict(space=dict(var_bounds=(1.0, 0.5))), r"var_bounds needs 0 <= low < high"),
-    (dict(var_floor=-1.0), r"var_floor must be 'auto' or a number > 0, got -1.0"),
+    (dict(var_floor=-1.0), r"var_floor must be 'auto' or a finite number > 0, got -1.0"),
     (dict(max_iter=0), r"max_iter must be an integer >= 1, got 0"),
     (dict(backend="cuda"), r"backend must be 'auto' or 'numpy'.*got 'cuda'"),
     (dict(init=MoEParams([[1.0, 0.0], [0.0, 0.0]], [0.0, 0.0], [[1.0, 0.0], [1.0, 0.0]],

@@ -125,10 +125,21 @@ class Gate(BaseEstimator):
         """
         if self.has_temperature:
             tau = self.temperature
-            if not isinstance(tau, (int, float, np.floating, np.integer)) or not np.isfinite(tau) or tau <= 0:
+            if (isinstance(tau, (bool, np.bool_))
+                    or not isinstance(tau, (int, float, np.floating, np.integer))
+                    or not np.isfinite(tau) or tau <= 0):
                 raise ValueError(
                     f"{type(self).__name__}: temperature must be a finite number > 0, got {tau!r}"
                 )
+            # a tiny temperature makes every logit overflow: the fit would end in
+            # non-finite parameters without naming the cause
+            if tau < 1e-100:
+                raise ValueError(f"{type(self).__name__}: temperature {tau!r} is too small "
+                                 "(logits beta_1^T x / tau overflow); use tau >= 1e-100")
+            learn = getattr(self, "learn_temperature", False)
+            if not isinstance(learn, (bool, np.bool_)):
+                raise ValueError(f"{type(self).__name__}: learn_temperature must be True or "
+                                 f"False, got {learn!r}")
 
     def initial_temperature(self) -> float:
         """The temperature a fit starts from (and keeps, when it is not learned)."""
