@@ -244,7 +244,7 @@ def test_a_new_store_is_marked_and_an_old_one_is_marked_at_its_first_write(tmp_p
 
 
 def test_store_creation_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
-    import moestats.simulation.store as store_mod
+    import moestats.simulation.store_file as store_mod
     path = tmp_path / "s.sqlite"
     real = store_mod.os.link
 
