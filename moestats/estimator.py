@@ -19,7 +19,9 @@ from .likelihood import log_likelihood_samples
 from .params import MoEParams
 from .sampling import sample_conditional
 from .solvers import FitTrace, ParameterSpace, fit_em_batched, fit_mle
+from .solvers.monitor import FitMonitor as _Monitor
 from .solvers.scaling import Standardizer
+from .weights import check_sample_weight, positive_weight_rows as _positive_weight_rows
 from .solvers.starts import emem, make_starts
 
 __all__ = ["GaussianMoE", "NumericalRepairWarning"]
@@ -107,6 +109,10 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
     random_state : int, RandomState or None
     warm_start : bool, default=False
         Start a new ``fit`` from the previous solution (``n_init`` then ignored).
+    verbose : int, default=0
+        0: silent. 1: the starts, every 10th EM iteration's log-likelihood of every
+        start run to its maximum, and each fit's certificate. 2: every EM iteration.
+        Printed to stdout, on the data's scale.
 
     Attributes
     ----------
@@ -160,7 +166,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
     def __init__(self, n_experts=2, *, gate="softmax", solver="em", tol=1e-6,
                  max_iter=2000, n_init=10, init="mixed", n_keep=3, short_iter=50,
                  var_floor="auto", space=None, certify_tol=1e-3, backend="auto",
-                 random_state=None, warm_start=False):
+                 random_state=None, warm_start=False, verbose=0):
         self.n_experts = n_experts
         self.gate = gate
         self.solver = solver
@@ -176,6 +182,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         self.backend = backend
         self.random_state = random_state
         self.warm_start = warm_start
+        self.verbose = verbose
 
     # ------------------------------------------------------------ validation
     def _check_hyperparameters(self):
@@ -246,7 +253,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         scale2 = mad * mad if mad > 0 else float(np.var(y))
         return 1e-6 * scale2 if scale2 > 0 else 1e-12 * max(1.0, float(np.max(y * y)))
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the model to ``(X, y)`` by maximum likelihood; certify the result.
 
         The solvers work in standardised coordinates
@@ -261,6 +268,14 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights :math:`c_i`: the fit maximises
+            :math:`\\sum_i c_i \\log p(y_i \\mid x_i)` (weighted EM scales the
+            responsibilities of sample :math:`i` by :math:`c_i`; integer weights fit
+            exactly as repeated rows). Samples of weight 0 are dropped; the passes run
+            on the NumPy backend (``backend_`` says so); the starts themselves are drawn
+            unweighted. The top-K gate takes integer weights only (fitted as repeated
+            rows). Standard errors then treat the weights as frequencies.
 
         Returns
         -------
@@ -279,6 +294,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "params_")
         _check_y_numeric(y)
         X, y = validate_data(self, X, y, reset=not warm, y_numeric=True, dtype=np.float64)
+        X, y, weights = _positive_weight_rows(X, y, sample_weight, gate)
         n, d = X.shape
         n_params = gate.n_free_params(self.n_experts, d) + self.n_experts * (d + 2)
         if n < n_params:
@@ -295,7 +311,11 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         floor_s = scaler.var_floor(floor)
         space_s = scaler.space(space)
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        backend = get_backend(self.backend, X, n_samples=n) if self.solver == "em" else "numpy"
+        backend = get_backend(self.backend, X, n_samples=n) if (
+            self.solver == "em" and weights is None) else "numpy"
+        offset = scaler.log_likelihood_offset() * (1.0 if weights is None else
+                                                  float(weights.sum()) / n)
+        monitor = _Monitor(self.verbose, offset)
 
         short = None
         if warm or isinstance(self.init, MoEParams):
@@ -311,8 +331,9 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
                 if len(starts) > self.n_keep:
                     starts, short = emem(gate, Xs, ys, starts, short_iter=self.short_iter,
                                          n_keep=self.n_keep, backend=backend,
-                                         var_floor=floor_s)
-        traces = self._run(gate, Xs, ys, starts, floor_s, space_s, backend)
+                                         var_floor=floor_s, sample_weight=weights)
+                    monitor.short_runs(short)
+        traces = self._run(gate, Xs, ys, starts, floor_s, space_s, backend, weights, monitor)
         lls = np.array([t.log_likelihood if "error" not in t.events else -np.inf
                         for t in traces])
         if not np.any(np.isfinite(lls)):
@@ -334,26 +355,28 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
                 f"the best of {len(traces)} fitted start(s) is not a certified maximum: "
                 f"{reason}; increase max_iter, or see certificate_", ConvergenceWarning,
                 stacklevel=2)
-        offset = scaler.log_likelihood_offset()
         self._set_fitted(gate, best, scaler, offset)
         self.start_log_likelihoods_ = lls + offset
         self.short_run_log_likelihoods_ = None if short is None else short + offset
         self.backend_ = backend
         # kept (by reference) for the inference computed on demand (covariance_, summary)
         self._train_data = (X, y)
+        self._train_weights = weights
         self._inference_cache = {}
         return self
 
-    def _run(self, gate, X, y, starts, floor, space, backend):
+    def _run(self, gate, X, y, starts, floor, space, backend, weights=None, monitor=None):
         """Fit every start (EM through the batched engine, or direct MLE)."""
         options = dict(var_floor=floor, space=space, certify_tol=self.certify_tol)
         with np.errstate(over="ignore", under="ignore", divide="ignore"):
             if self.solver == "mle":
                 traces = []
-                for start in starts:
+                for i, start in enumerate(starts):
                     try:
                         traces.append(fit_mle(gate, X, y, start, max_iter=self.max_iter,
-                                              **options))
+                                              sample_weight=weights, **options))
+                        if monitor is not None:
+                            monitor("finish", None, [i], [traces[-1].certificate])
                     except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
                         traces.append(FitTrace(start, np.array([-np.inf]), 0, False,
                                                {"error": f"{type(exc).__name__}: {exc}"}))
@@ -362,7 +385,9 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
             return fit_em_batched(gate, np.broadcast_to(X, (m,) + X.shape),
                                   np.broadcast_to(y, (m,) + y.shape), starts, tol=self.tol,
                                   max_iter=self.max_iter, backend=backend,
-                                  on_error="record", **options)
+                                  on_error="record", monitor=monitor,
+                                  sample_weight=None if weights is None else
+                                  np.broadcast_to(weights, (m,) + y.shape), **options)
 
     @staticmethod
     def _report_events(events):
@@ -409,8 +434,13 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         return log_likelihood_samples(self.gate_, self.params_, X, y)
 
     def score(self, X, y, sample_weight=None):
-        """Mean log-likelihood :math:`\\frac1n\\sum_i \\log p(y_i \\mid x_i)`."""
-        return float(np.average(self.score_samples(X, y), weights=sample_weight))
+        """Mean log-likelihood :math:`\\frac1n\\sum_i \\log p(y_i \\mid x_i)`
+        (weighted mean :math:`\\sum_i c_i \\log p(y_i \\mid x_i) / \\sum_i c_i` with
+        ``sample_weight``, validated as in :meth:`fit`)."""
+        X, y = self._check_Xy(X, y)
+        c = check_sample_weight(sample_weight, X)
+        return float(np.average(log_likelihood_samples(self.gate_, self.params_, X, y),
+                                weights=c))
 
     def sample(self, X, random_state=None):
         """Draw :math:`y_i \\sim p(\\cdot \\mid x_i)` from the fitted model, shape (n_samples,)."""

@@ -77,13 +77,22 @@ def all_rows(idx, size):
 
 
 class _Data:
-    """The replications' data (NumPy), with the gathers of subsets cached."""
+    """The replications' data (NumPy), with the gathers of subsets cached, and the
+    optional per-sample weights (R, n) of the log-likelihood."""
 
-    def __init__(self, X, y):
+    def __init__(self, X, y, sample_weight=None):
         self.X, self.y = X, y
+        self.sample_weight = sample_weight
         self.R = X.shape[0]
         self._key = None
         self._val = None
+
+    def weights(self, rows):
+        """The sample weights of ``rows`` (None: all 1)."""
+        c = self.sample_weight
+        if c is None or all_rows(rows, self.R):
+            return c
+        return c[rows]
 
     def take(self, rows):
         if all_rows(rows, self.R):
@@ -97,8 +106,8 @@ class _Data:
 class _HostOps:
     """What the NumPy and Numba paths share: arrays are NumPy arrays on the host."""
 
-    def __init__(self, X, y):
-        self.data = _Data(X, y)
+    def __init__(self, X, y, sample_weight=None):
+        self.data = _Data(X, y, sample_weight)
 
     @staticmethod
     def take(a, keep):
@@ -142,9 +151,10 @@ def reference_observed_derivatives(data, gate, P, rows, order):
     """:meth:`_HostOps.observed_derivatives` on host data (a :class:`_Data`)."""
     from ..solvers.derivatives import observed_derivatives, observed_loglik
     X, y = data.take(rows)
+    c = data.weights(rows)
     if order == 0:
-        return observed_loglik(gate, X, y, P), None, None
-    return observed_derivatives(gate, X, y, P, order=order)
+        return observed_loglik(gate, X, y, P, c), None, None
+    return observed_derivatives(gate, X, y, P, order=order, sample_weight=c)
 
 
 def reference_gate_derivatives(data, gate, P, rows, target, target_pos, observed, order):
@@ -152,7 +162,8 @@ def reference_gate_derivatives(data, gate, P, rows, target, target_pos, observed
     from ..solvers.derivatives import gate_objective_derivatives, observed_derivatives
     X, y = data.take(rows)
     if observed:
-        return observed_derivatives(gate, X, y, P, order=order, gate_only=True)
+        return observed_derivatives(gate, X, y, P, order=order, gate_only=True,
+                                    sample_weight=data.weights(rows))
     return gate_objective_derivatives(gate, X, target[target_pos], P, order=order)
 
 
@@ -175,7 +186,14 @@ class NumpyOps(_HostOps):
         joint = log_w + _expert_log_density(X, y, P.expert_coef[rows],
                                             P.expert_intercept[rows], P.expert_var[rows])
         log_p = row_logsumexp(joint)
-        return np.exp(joint - log_p[..., None]), log_p, None
+        resp = np.exp(joint - log_p[..., None])
+        c = self.data.weights(rows)
+        if c is not None:
+            # weighted EM: the responsibilities and the log-likelihood carry the weights
+            # (every sum over samples downstream is then weighted)
+            resp *= c[..., None]
+            log_p = c * log_p
+        return resp, log_p, None
 
     def expert_log_density(self, P, rows):
         X, y = self.data.take(rows)

@@ -36,8 +36,12 @@ def check_batched_data(X, y):
     return X, y
 
 
-def make_ops(backend, X, y):
+def make_ops(backend, X, y, sample_weight=None):
     """The ops object of ``backend`` for data ``X`` (R, n, d), ``y`` (R, n).
+
+    With ``sample_weight`` (R, n: positive weights of the log-likelihood) the passes
+    run on the NumPy reference whatever ``backend`` says (the compiled kernels are
+    unweighted).
 
     Parameters
     ----------
@@ -54,6 +58,14 @@ def make_ops(backend, X, y):
     """
     from . import get_backend
     from .array_api_ops import ArrayAPIOps, cupy_namespace, to_numpy
+    if sample_weight is not None:
+        from .host_ops import NumpyOps
+        X, y = check_batched_data(to_numpy(X), to_numpy(y))
+        c = np.asarray(to_numpy(sample_weight), dtype=float)
+        if c.shape != y.shape:
+            raise ValueError(f"sample_weight must have the shape of y {tuple(y.shape)}, "
+                             f"got {c.shape}")
+        return NumpyOps(X, y, c)
     if isinstance(backend, str):
         name = get_backend(backend, X, y, n_samples=X.shape[1], n_replications=X.shape[0])
         if name == "cupy":

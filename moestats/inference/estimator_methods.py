@@ -224,10 +224,13 @@ class WaldInferenceMixin:
             X, y = data
             floor = self._default_floor(y) if self.var_floor == "auto" else float(
                 self.var_floor)
+            weights = getattr(self, "_train_weights", None)
             wald = wald_covariance(self.gate_, self.params_, X, y, cov_type=cov_type,
-                                   space=self._space(), var_floor=floor)
+                                   space=self._space(), var_floor=floor,
+                                   sample_weight=weights)
             info = [("Gate", type(self.gate_).__name__), ("Experts", self.n_experts),
-                    ("No. observations", X.shape[0]),
+                    ("No. observations", X.shape[0] if weights is None
+                     else f"{X.shape[0]} (total weight {weights.sum():.6g})"),
                     ("Log-likelihood", f"{self.log_likelihood_:.4f}"),
                     ("Certified maximum", bool(self.converged_))]
             cache[cov_type] = WaldInference(wald, self.gate_, self.params_,

@@ -132,8 +132,9 @@ def per_sample_scores(gate, params, X, y) -> np.ndarray:
     return out
 
 
-def observed_information(gate, params, X, y):
-    """Observed information :math:`-\\nabla^2\\ell` and gradient :math:`\\nabla\\ell`.
+def observed_information(gate, params, X, y, sample_weight=None):
+    """Observed information :math:`-\\nabla^2\\ell` and gradient :math:`\\nabla\\ell`
+    (of the weighted log-likelihood with ``sample_weight``, shape (n,)).
 
     Returns
     -------
@@ -142,7 +143,9 @@ def observed_information(gate, params, X, y):
     """
     Xb, yb, P = _batch(X, y, params)
     with np.errstate(over="ignore", under="ignore"):
-        _, grad, hess = observed_derivatives(gate, Xb, yb, P, order=2)
+        _, grad, hess = observed_derivatives(
+            gate, Xb, yb, P, order=2,
+            sample_weight=None if sample_weight is None else np.asarray(sample_weight)[None])
     info = -hess[0]
     return 0.5 * (info + info.T), grad[0]
 
@@ -218,7 +221,8 @@ def _bound_coordinates(layout, theta, space, var_floor, rtol=1e-7):
 
 
 def wald_covariance(gate, params, X, y, *, cov_type="observed", space=None, var_floor=0.0,
-                    singular_rtol=1e-9, loading_tol=1e-3) -> WaldCovariance:
+                    singular_rtol=1e-9, loading_tol=1e-3,
+                    sample_weight=None) -> WaldCovariance:
     """Wald covariance of the free parameters of a fit (see the module docstring).
 
     Parameters
@@ -240,6 +244,9 @@ def wald_covariance(gate, params, X, y, *, cov_type="observed", space=None, var_
     loading_tol : float, default=1e-3
         A coordinate whose loading on a singular eigenvector (unit norm,
         equilibrated coordinates) exceeds this gets no standard error.
+    sample_weight : ndarray (n,), optional
+        Frequency weights of the fit: the information is :math:`\\sum_i c_i
+        (-\\nabla^2 \\log p_i)` and the sandwich's meat :math:`\\sum_i c_i s_i s_i^\\top`.
 
     Returns
     -------
@@ -266,7 +273,7 @@ def wald_covariance(gate, params, X, y, *, cov_type="observed", space=None, var_
     k, d = params.n_experts, params.n_features
     L = ParamLayout(work, k, d)
     theta = L.pack(BatchedParams.stack([params]))[0]
-    info, grad = observed_information(work, params, X, y)
+    info, grad = observed_information(work, params, X, y, sample_weight)
     reasons = [""] * L.size
     if top1_gate(work):
         for q in range(L.gate_slope.start, L.gate_slope.stop):
@@ -297,7 +304,8 @@ def wald_covariance(gate, params, X, y, *, cov_type="observed", space=None, var_
         pinv = (V[:, keep] / lam[keep]) @ V[:, keep].T
         if cov_type == "robust":
             S = per_sample_scores(work, params, X, y)[:, free] / D
-            pinv = pinv @ (S.T @ S) @ pinv
+            Sc = S if sample_weight is None else S * np.asarray(sample_weight)[:, None]
+            pinv = pinv @ (S.T @ Sc) @ pinv
         C = pinv / np.outer(D, D)
         C[flagged, :] = np.nan
         C[:, flagged] = np.nan

@@ -29,7 +29,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..backends.ops import check_batched_data, make_ops
-from ..gates import SoftmaxGate
+from ..gates import SoftmaxGate, TopKGate
 from .batched_params import _FIELDS, BatchedParams, ParamLayout, as_batched
 from .expert_step import ReplicationError, expert_step
 from .finish import newton_finish
@@ -123,7 +123,8 @@ def fit_em_batched(gate, X, y, init, **options):
 
 def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8,
                     gate_max_iter=20, backend="numpy", on_error="raise", space=None,
-                    certify=True, certify_tol=1e-3, finish_max_iter=500, finish_after=20):
+                    certify=True, certify_tol=1e-3, finish_max_iter=500, finish_after=20,
+                    sample_weight=None, monitor=None):
     """Fit R replications by EM at once, then certify each fit.
 
     Parameters
@@ -169,6 +170,15 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
         ``benchmarks/check_finish_after.py`` measured on softmax-over (k = 4, n = 1e4,
         10 replications) a median of 116 passes to the certificate with 20 EM
         iterations before the finish and 164 with EM run to ``tol``.
+    sample_weight : array (R, n), optional
+        Positive per-sample weights :math:`c_i`: EM and the finish maximise
+        :math:`\\sum_i c_i \\log p(y_i \\mid x_i)` (the responsibilities of sample
+        :math:`i` are scaled by :math:`c_i`). The passes then run on the NumPy
+        reference (:func:`moestats.backends.ops.make_ops`); not with the top-K gate.
+    monitor : callable, optional
+        Progress callback: ``monitor("em", it, rows, loglik)`` after every EM
+        iteration (the active replications and their log-likelihoods) and
+        ``monitor("finish", None, rows, certificates)`` after the finish.
 
     Returns
     -------
@@ -209,7 +219,10 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
     floors = np.broadcast_to(np.asarray(var_floor, dtype=float), (R,)).copy()
     lo, hi = _box(gate, P, space, floors)
     var_lo = np.exp(lo[:, ParamLayout(gate, *P.gate_coef.shape[1:]).log_var.start])
-    ops = make_ops(backend, X, y)
+    if sample_weight is not None and isinstance(gate, TopKGate):
+        raise ValueError("sample_weight is not supported with the top-K gate (its "
+                         "selection-boundary searches are unweighted)")
+    ops = make_ops(backend, X, y, sample_weight)
 
     events = [dict() for _ in range(R)]
     last_good = [None] * R
@@ -299,6 +312,8 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
             ll = ops.loglik(st.log_p)
         for r, v in zip(act, ll):
             lls[r].append(float(v))
+        if monitor is not None:
+            monitor("em", it, act, np.asarray(ll, dtype=float))
         stop = np.abs(ll - prev) <= tol * np.abs(prev)
         stopped[act[stop]] = True
         if stop.any():
@@ -323,6 +338,8 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
             certs[a].passes = int(passes[r])
             certificates[r] = certs[a]
             converged[r] = certs[a].certified
+        if monitor is not None:
+            monitor("finish", None, rows, [certificates[r] for r in rows])
     traces = []
     for r in range(R):
         params = last_good[r] if "error" in events[r] and last_good[r] is not None else P.get(r)

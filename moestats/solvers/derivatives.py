@@ -89,16 +89,18 @@ def _expert_log_density(X, y, P):
     return -0.5 * (_LOG_2PI + np.log(var)) - 0.5 * resid * resid / var, resid
 
 
-def observed_loglik(gate, X, y, P: BatchedParams) -> np.ndarray:
-    """Observed log-likelihood :math:`\\sum_i\\log p(y_i\\mid x_i)` per replication, (A,).
+def observed_loglik(gate, X, y, P: BatchedParams, sample_weight=None) -> np.ndarray:
+    """Observed log-likelihood :math:`\\sum_i c_i\\log p(y_i\\mid x_i)` per replication, (A,).
 
-    ``X`` (A, n, d), ``y`` (A, n); NaN-free: a non-finite value comes back as ``-inf``.
+    ``X`` (A, n, d), ``y`` (A, n); ``sample_weight`` (A, n) the weights :math:`c_i`
+    (default 1). NaN-free: a non-finite value comes back as ``-inf``.
     """
     s = gate_forward(gate, X, P)[5]
     log_w = s - row_logsumexp(s)[..., None]
     log_phi, _ = _expert_log_density(X, y, P)
     with np.errstate(invalid="ignore"):
-        ll = row_logsumexp(log_w + log_phi).sum(axis=1)
+        lse = row_logsumexp(log_w + log_phi)
+        ll = (lse if sample_weight is None else sample_weight * lse).sum(axis=1)
     return np.where(np.isnan(ll), -np.inf, ll)
 
 
@@ -140,17 +142,24 @@ def _logit_second(L: ParamLayout, X, h, c, h2, tau, omega, out):
         out[:, t, t] += np.einsum("ank,ank->a", omega, h) / tau
 
 
-def _weighted_cov(V, p_weights):
-    """:math:`\\sum_i \\operatorname{Cov}_{p_i}(V_{i\\cdot})` for V (A, n, k, p), weights (A, n, k)."""
+def _weighted_cov(V, p_weights, c=None):
+    """:math:`\\sum_i c_i\\operatorname{Cov}_{p_i}(V_{i\\cdot})` for V (A, n, k, p), weights
+    (A, n, k) and sample weights ``c`` (A, n; default 1)."""
     A, n, k, P = V.shape
     mean = np.einsum("ank,ankp->anp", p_weights, V)
-    D = (V - mean[:, :, None, :]) * np.sqrt(p_weights)[..., None]
+    scale = p_weights if c is None else p_weights * c[..., None]
+    D = (V - mean[:, :, None, :]) * np.sqrt(scale)[..., None]
     D = D.reshape(A, n * k, P)
     return D.transpose(0, 2, 1) @ D, mean
 
 
-def observed_derivatives(gate, X, y, P: BatchedParams, order=2, gate_only=False):
+def observed_derivatives(gate, X, y, P: BatchedParams, order=2, gate_only=False,
+                         sample_weight=None):
     """Observed log-likelihood, its gradient and (``order=2``) Hessian in :math:`\\theta`.
+
+    With sample weights :math:`c_i` the log-likelihood is :math:`\\sum_i c_i \\log
+    p(y_i \\mid x_i)` (frequency weights: an integer :math:`c_i` counts the sample
+    :math:`c_i` times), and its derivatives are weighted alike.
 
     Parameters
     ----------
@@ -164,6 +173,8 @@ def observed_derivatives(gate, X, y, P: BatchedParams, order=2, gate_only=False)
     gate_only : bool
         Derivatives in the gate part of :math:`\\theta` only (the experts held
         fixed: the ECM gate step).
+    sample_weight : ndarray (A, n), optional
+        The weights :math:`c_i` (default 1).
 
     Returns
     -------
@@ -192,6 +203,7 @@ def observed_derivatives(gate, X, y, P: BatchedParams, order=2, gate_only=False)
     ones = np.ones((A, 1, 1))
     for sl in _chunks(n, A, k, p):
         Xc, yc = X[:, sl], y[:, sl]
+        cw = None if sample_weight is None else sample_weight[:, sl]
         nc = Xc.shape[1]
         z, h, h1, h2, tau, s, mask = gate_forward(gate, Xc, P, second=order >= 2)
         log_w = s - row_logsumexp(s)[..., None]
@@ -199,7 +211,7 @@ def observed_derivatives(gate, X, y, P: BatchedParams, order=2, gate_only=False)
         log_phi, e = _expert_log_density(Xc, yc, P)
         joint = log_w + log_phi
         lse = row_logsumexp(joint)
-        value += lse.sum(axis=1)
+        value += (lse if cw is None else cw * lse).sum(axis=1)
         post = np.exp(joint - lse[..., None])
         if mask is not None:
             h = np.where(mask, h, 0.0)
@@ -213,13 +225,17 @@ def observed_derivatives(gate, X, y, P: BatchedParams, order=2, gate_only=False)
             v[:, :, j, L.expert_intercept.start + j] += scaled[:, :, j]
             v[:, :, j, L.log_var.start + j] += 0.5 * e[:, :, j] * scaled[:, :, j] - 0.5
         if order < 2:
-            grad += np.einsum("ank,ankp->ap", post, v) - np.einsum("ank,ankp->ap", w, g)
+            pc, wc = (post, w) if cw is None else (post * cw[..., None], w * cw[..., None])
+            grad += np.einsum("ank,ankp->ap", pc, v) - np.einsum("ank,ankp->ap", wc, g)
             continue
-        cov_post, mean_post = _weighted_cov(v, post)
-        cov_w, mean_w = _weighted_cov(g, w)
-        grad += mean_post.sum(axis=1) - mean_w.sum(axis=1)
+        cov_post, mean_post = _weighted_cov(v, post, cw)
+        cov_w, mean_w = _weighted_cov(g, w, cw)
+        diff = mean_post - mean_w
+        grad += (diff if cw is None else diff * cw[..., None]).sum(axis=1)
         hess += cov_post - cov_w
-        _logit_second(L, Xc, h, c, h2, tau, post - w, hess)
+        omega = post - w
+        _logit_second(L, Xc, h, c, h2, tau, omega if cw is None else omega * cw[..., None],
+                      hess)
         if gate_only:
             continue
         Xt = np.concatenate([Xc, np.broadcast_to(ones, (A, nc, 1))], axis=2)
@@ -227,7 +243,7 @@ def observed_derivatives(gate, X, y, P: BatchedParams, order=2, gate_only=False)
             mean_sl = np.r_[L.expert_coef.start + j * d: L.expert_coef.start + (j + 1) * d,
                             L.expert_intercept.start + j]
             lv = L.log_var.start + j
-            pj = post[:, :, j]
+            pj = post[:, :, j] if cw is None else post[:, :, j] * cw
             nu = P.expert_var[:, j]
             hess[:, mean_sl[:, None], mean_sl[None, :]] -= (
                 (Xt * pj[..., None]).transpose(0, 2, 1) @ Xt) / nu[:, None, None]

@@ -96,7 +96,7 @@ def probe_negative_curvature(value, theta, grad, hess, lo, hi, certify_tol):
 
 
 def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
-                  derivatives=None):
+                  derivatives=None, sample_weight=None):
     """Maximise the observed likelihood of R replications from ``P``; certify the endpoints.
 
     Parameters
@@ -117,6 +117,9 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
         ``idx`` (``P_sub`` aligned with them); ``order=0`` the value only. Default: the
         NumPy reference (:mod:`moestats.solvers.derivatives`); the EM engine passes its
         backend's (``ops.observed_derivatives``).
+    sample_weight : ndarray (R, n), optional
+        Per-sample weights of the log-likelihood (the default ``derivatives`` only;
+        not with the top-K gate, whose boundary searches are unweighted).
 
     Returns
     -------
@@ -149,9 +152,11 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
 
     if derivatives is None:
         def derivatives(Psub, idx, order):
+            c = None if sample_weight is None else sample_weight[idx]
             if order == 0:
-                return observed_loglik(gate, X[idx], y[idx], Psub), None, None
-            return observed_derivatives(gate, X[idx], y[idx], Psub, order=order)
+                return observed_loglik(gate, X[idx], y[idx], Psub, c), None, None
+            return observed_derivatives(gate, X[idx], y[idx], Psub, order=order,
+                                        sample_weight=c)
 
     def derivs(th, idx):
         return derivatives(L.unpack(th, template.take(idx)), idx, 2)

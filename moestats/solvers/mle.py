@@ -55,7 +55,7 @@ def log_likelihood_and_gradient(gate, params, X, y):
 
 
 def fit_mle(gate, X, y, init, *, max_iter=2000, var_floor=1e-8, space=None,
-            certify_tol=1e-3, tol=None):
+            certify_tol=1e-3, tol=None, sample_weight=None):
     """Maximise the observed log-likelihood directly from ``init``.
 
     Parameters
@@ -75,6 +75,9 @@ def fit_mle(gate, X, y, init, *, max_iter=2000, var_floor=1e-8, space=None,
     tol : ignored
         Accepted for the signature of :func:`moestats.solvers.fit_em`; Newton stops
         on its certificate, never on a relative change.
+    sample_weight : ndarray (n,), optional
+        Per-sample weights :math:`c_i` of the log-likelihood
+        :math:`\\sum_i c_i \\log p(y_i \\mid x_i)` (default 1).
 
     Returns
     -------
@@ -98,7 +101,9 @@ def fit_mle(gate, X, y, init, *, max_iter=2000, var_floor=1e-8, space=None,
     layout = ParamLayout(gate, *P.gate_coef.shape[1:])
     lo, hi = space.box(layout, var_floor)
     with threadpool_limits(limits=1, user_api="blas"):  # see fit_em_batched
-        values, passes, certs = newton_finish(gate, X, y, P, lo, hi, max_iter=max_iter,
-                                              certify_tol=certify_tol)
+        values, passes, certs = newton_finish(
+            gate, X, y, P, lo, hi, max_iter=max_iter, certify_tol=certify_tol,
+            sample_weight=None if sample_weight is None else np.asarray(
+                sample_weight, dtype=float)[None])
     return FitTrace(P.get(0), np.asarray(values[0]), len(values[0]) - 1,
                     certs[0].certified, {}, certs[0], int(passes[0]))

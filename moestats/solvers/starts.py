@@ -127,7 +127,8 @@ def make_starts(gate, X, y, n_experts, n_starts, rng, var_floor, temperature=1.0
     return starts
 
 
-def emem(gate, X, y, starts, *, short_iter=20, n_keep=1, backend="numpy", var_floor):
+def emem(gate, X, y, starts, *, short_iter=20, n_keep=1, backend="numpy", var_floor,
+         sample_weight=None):
     """Short-run selection ("emEM"): ``short_iter`` EM iterations from every start,
     all at once (:func:`fit_em_batched`), the runs ranked by log-likelihood.
 
@@ -146,6 +147,8 @@ def emem(gate, X, y, starts, *, short_iter=20, n_keep=1, backend="numpy", var_fl
         As :func:`fit_em_batched`.
     var_floor : float
         Lower bound on the expert variances.
+    sample_weight : ndarray (n,), optional
+        Per-sample weights of the log-likelihood (as :func:`fit_em_batched`).
 
     Returns
     -------
@@ -178,7 +181,9 @@ def emem(gate, X, y, starts, *, short_iter=20, n_keep=1, backend="numpy", var_fl
         traces = fit_em_batched(gate, np.broadcast_to(X, (m,) + X.shape),
                                 np.broadcast_to(y, (m,) + y.shape), starts, tol=0.0,
                                 max_iter=short_iter, var_floor=var_floor,
-                                backend=backend, on_error="record", certify=False)
+                                backend=backend, on_error="record", certify=False,
+                                sample_weight=None if sample_weight is None else
+                                np.broadcast_to(sample_weight, (m,) + y.shape))
     lls = np.array([t.log_likelihood if "error" not in t.events else -np.inf
                     for t in traces])
     lls[~np.isfinite(lls)] = -np.inf
