@@ -16,7 +16,7 @@ import numpy as np
 
 from moestats import GaussianMoE, MoEParams
 from moestats.datasets import load_faithful, load_mcycle, load_tonedata
-from moestats.plotting import plot_fit_1d
+from moestats.plotting import plot_fit, plot_fit_1d
 
 #: flexmix 2.3-18, stepFlexmix(nrep = 10), minprior = 0, tolerance 1e-10
 FLEXMIX = {("tonedata", 2): 142.838, ("faithful", 2): -851.319,
@@ -93,3 +93,13 @@ new = data.data.iloc[:0].copy()
 new.loc[0] = [3.0]
 print("gate weights:", est.predict_proba(new).round(3),
       " 90% interval:", est.predict_interval(new, level=0.9).round(1))
+
+# %%
+# :func:`~moestats.plotting.plot_fit` draws the fitted estimator over its data: each
+# eruption in the colour of its most probable expert (faint where the two share it), each
+# expert's line solid where its gate weight is at least 0.05, the predictive mean and the
+# exact 90% band; the gate weights below. Between 3 and 3.7 minutes both experts carry
+# weight and the band covers both lines.
+fig = plt.figure(figsize=(9.5, 6.4), layout="constrained")
+plot_fit(est, data.data, data.target, level=0.9, show_gate=True,
+         ax=fig.subplots(2, 1, sharex=True, height_ratios=[2, 1]))

@@ -39,6 +39,10 @@ never ``pyplot``), so they work in any backend, threads and batch jobs; save
 with ``fig.savefig(path)``. Every function returns the Figure; the single-axes
 ones accept ``ax=`` to draw into an existing Axes (and then return
 ``ax.figure``).
+
+A fitted :class:`~moestats.GaussianMoE` on one covariate is drawn over its data by
+:func:`plot_fit` (posterior memberships, experts, predictive mean and exact predictive
+band); :func:`plot_fit_1d` draws a parameter set (and the truth) given its gate.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from ._common import loss_axis_label
 from .cells import CELL_BLOCKS, cell_errors, cell_rate_table, plot_cell_rates
 from .counts import fit_counts, plot_fit_counts, plot_passes
 from .dendrogram import plot_dendrogram
+from .estimator_fit import plot_fit
 from .fit import plot_fit_1d
 from .rates import PARAMETER_ERROR_COLUMNS, plot_parameter_errors, plot_rate, plot_rate_summary
 from .slopes import plot_local_slopes
@@ -59,6 +64,7 @@ __all__ = [
     "plot_fit_counts",
     "plot_passes",
     "plot_cell_rates",
+    "plot_fit",
     "plot_fit_1d",
     "plot_dendrogram",
     "fit_counts",

@@ -370,6 +370,19 @@ def _draw_rate(ax, cfg, color, *, column, statistics, band, theory_slope, rate_f
     return fits
 
 
+def _x_grid(x, num=400):
+    """``num`` points evenly spaced over the range of ``x`` (widened by 1 if constant)."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, num)
+
+
+def _expert_label(j, a, b, x="x"):
+    """The mean line of expert ``j`` (0-based): ``"expert 1: 2.5 x − 0.3"``."""
+    return f"expert {j + 1}: {_fmt(a, '.3g')} {x} {'+' if b >= 0 else _MINUS} {abs(b):.3g}"
+
+
 def _new_axes(ax, figsize):
     if ax is None:
         fig = Figure(figsize=figsize, layout="constrained")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import _MINUS, _fmt
+from ._common import _expert_label, _x_grid
 
 __all__ = ["plot_fit_1d"]
 
@@ -85,10 +85,8 @@ def plot_fit_1d(gate, params, X, y=None, *, true_gate=None, true_params=None, ax
             ) from None
         fig = ax_top.figure
 
-    lo, hi = float(X.min()), float(X.max())
-    if hi == lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    xg = np.linspace(lo, hi, 400)
+    xg = _x_grid(X[:, 0])
+    lo, hi = xg[0], xg[-1]
     Xg = xg[:, None]
 
     def curves(g, p):
@@ -116,8 +114,7 @@ def plot_fit_1d(gate, params, X, y=None, *, true_gate=None, true_params=None, ax
     for j in range(params.n_experts):
         a, b = float(params.expert_coef[j, 0]), float(params.expert_intercept[j])
         ax_top.plot(xg, means[:, j], color=f"C{j}", linewidth=1.5, gid=f"expert:{j}",
-                    label=f"expert {j + 1}: {_fmt(a, '.3g')} x {'+' if b >= 0 else _MINUS} "
-                          f"{abs(b):.3g}")
+                    label=_expert_label(j, a, b))
         ax_bottom.plot(xg, w[:, j], color=f"C{j}", linewidth=1.5, gid=f"weight:{j}",
                        label=f"$w_{{{j + 1}}}(x)$")
     ax_top.plot(xg, cmean, color="k", linewidth=2.2, gid="mean",
