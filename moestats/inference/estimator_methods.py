@@ -226,7 +226,8 @@ class WaldInferenceMixin:
                 self.var_floor)
             weights = getattr(self, "_train_weights", None)
             wald = wald_covariance(self.gate_, self.params_, X, y, cov_type=cov_type,
-                                   space=self._space(), var_floor=floor,
+                                   space=getattr(self, "space_", None) or self._space(),
+                                   var_floor=floor,
                                    sample_weight=weights)
             info = [("Gate", type(self.gate_).__name__), ("Experts", self.n_experts),
                     ("No. observations", X.shape[0] if weights is None

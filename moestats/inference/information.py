@@ -65,10 +65,12 @@ from ..solvers.space import ParameterSpace
 from .parameters import REASON_TOP1, identity_temperature, top1_gate
 
 __all__ = ["per_sample_scores", "observed_information", "wald_covariance",
-           "WaldCovariance", "REASON_BOUND", "REASON_SINGULAR", "COV_TYPES"]
+           "WaldCovariance", "REASON_BOUND", "REASON_SINGULAR", "REASON_EXCLUDED",
+           "COV_TYPES"]
 
 REASON_BOUND = "at a bound of the parameter space (held fixed)"
 REASON_SINGULAR = "singular information (over-specified or at a boundary)"
+REASON_EXCLUDED = "not in the model (gate_features/expert_features hold it at 0)"
 COV_TYPES = ("observed", "robust")
 #: floats of one chunk of per-sample logit gradients (n x k x p)
 _CHUNK_FLOATS = 1 << 21
@@ -278,19 +280,26 @@ def wald_covariance(gate, params, X, y, *, cov_type="observed", space=None, var_
     if top1_gate(work):
         for q in range(L.gate_slope.start, L.gate_slope.stop):
             reasons[q] = REASON_TOP1
+    for q in np.flatnonzero(space.pinned(L)):
+        reasons[q] = REASON_EXCLUDED
     for q in np.flatnonzero(_bound_coordinates(L, theta, space, var_floor)):
         if not reasons[q]:
             reasons[q] = REASON_BOUND
-    free = np.array([q for q in range(L.size) if not reasons[q]], dtype=int)
+    # theta = J phi: the structure's free coordinates (tied variances one coordinate)
+    J = space.tie_matrix(L)
+    J = np.eye(L.size) if J is None else J
+    rep = np.argmax(J, axis=0)
+    free = np.array([c for c in range(J.shape[1]) if not reasons[rep[c]]], dtype=int)
+    Jf = J[:, free]
     cov = np.full((L.size, L.size), np.nan)
     lam_min = lam_max = np.nan
     if free.size:
-        M = info[np.ix_(free, free)]
+        M = Jf.T @ info @ Jf
         diag = np.abs(np.diag(M))
         D = np.where(diag > 0, np.sqrt(diag), 1.0)
         Mt = M / np.outer(D, D)
         if not np.all(np.isfinite(Mt)):
-            for q in free:
+            for q in np.flatnonzero(Jf.any(axis=1)):
                 reasons[q] = "non-finite information"
             return WaldCovariance(work, L, theta, cov, reasons, cov_type, X.shape[0],
                                   identity_temperature=ident, gradient=grad)
@@ -303,14 +312,15 @@ def wald_covariance(gate, params, X, y, *, cov_type="observed", space=None, var_
             flagged = np.any(np.abs(V[:, ~keep]) > loading_tol, axis=1)
         pinv = (V[:, keep] / lam[keep]) @ V[:, keep].T
         if cov_type == "robust":
-            S = per_sample_scores(work, params, X, y)[:, free] / D
+            S = per_sample_scores(work, params, X, y) @ Jf / D
             Sc = S if sample_weight is None else S * np.asarray(sample_weight)[:, None]
             pinv = pinv @ (S.T @ Sc) @ pinv
-        C = pinv / np.outer(D, D)
-        C[flagged, :] = np.nan
-        C[:, flagged] = np.nan
-        cov[np.ix_(free, free)] = C
-        for q in free[flagged]:
+        full = Jf @ (pinv / np.outer(D, D)) @ Jf.T
+        rows = Jf.any(axis=1)
+        cov[np.ix_(rows, rows)] = full[np.ix_(rows, rows)]
+        for q in np.flatnonzero(Jf[:, flagged].any(axis=1)):
+            cov[q, :] = np.nan
+            cov[:, q] = np.nan
             reasons[q] = REASON_SINGULAR
     return WaldCovariance(work, L, theta, cov, reasons, cov_type, X.shape[0], lam_min,
                           lam_max, ident, grad)

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import norm
 
 from ..solvers.batched_params import ParamLayout
-from .information import WaldCovariance
+from .information import REASON_EXCLUDED, WaldCovariance
 from .parameters import StandardErrors, parameter_rows, row_values
 from .table import SummaryFrame, check_alpha
 
@@ -149,7 +149,8 @@ class WaldInference:
         ``"gate: temperature"``; ``"gate j: <feature> / temperature"`` for the
         identity activation with a learned temperature); experts are numbered from 1,
         the last is the gate's reference (its gate parameters are fixed at 0 and not
-        listed).
+        listed), and slopes left out by ``gate_features``/``expert_features`` are not
+        listed either.
         """
         alpha = check_alpha(alpha)
         lo, hi = wald_interval(self.estimates, self.std_errors,
@@ -158,7 +159,9 @@ class WaldInference:
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(positive, np.nan, self.estimates / self.std_errors)
         p = 2.0 * norm.sf(np.abs(z))
-        shown = np.array([r.shown for r in self.rows])
+        # rows a structure leaves out of the model (gate_features/expert_features)
+        shown = np.array([r.shown and reason != REASON_EXCLUDED
+                          for r, reason in zip(self.rows, self.reasons)])
         frame = SummaryFrame({
             "estimate": self.estimates, "std. error": self.std_errors, "z": z,
             "p-value": p, "ci lower": lo, "ci upper": hi, "note": self.reasons},

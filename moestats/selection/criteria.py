@@ -29,7 +29,7 @@ from ..likelihood import e_step
 __all__ = ["n_identifiable_params", "posterior_entropy", "information_criteria"]
 
 
-def n_identifiable_params(gate: Gate, n_experts: int, n_features: int) -> int:
+def n_identifiable_params(gate: Gate, n_experts: int, n_features: int, space=None) -> int:
     """Number of identifiable free parameters of a ``k``-expert model (its df).
 
     .. math::
@@ -52,7 +52,9 @@ def n_identifiable_params(gate: Gate, n_experts: int, n_features: int) -> int:
     * ``k = 1``: the gate is the constant 1, so it has no parameter at all
       (a learned τ included).
 
-    A user-supplied activation callable is taken as non-linear (its τ counted).
+    A user-supplied activation callable is taken as non-linear (its τ counted). A
+    structured ``space`` (:mod:`moestats.structure`: gate or expert covariates, equal
+    variances) removes its pinned slopes and tied variances.
 
     Parameters
     ----------
@@ -61,6 +63,8 @@ def n_identifiable_params(gate: Gate, n_experts: int, n_features: int) -> int:
         ``k >= 1``.
     n_features : int
         ``d >= 1``.
+    space : ParameterSpace, optional
+        The fit's parameter space (its structure only matters).
 
     Returns
     -------
@@ -79,15 +83,17 @@ def n_identifiable_params(gate: Gate, n_experts: int, n_features: int) -> int:
     k, d = int(n_experts), int(n_features)
     if k < 1 or d < 0:
         raise ValueError(f"n_experts must be >= 1 and n_features >= 0, got {k} and {d}")
+    from ..structure import n_pinned
+    pinned = n_pinned(space, k, d)
     experts = k * (d + 2)
     if k == 1:
-        return experts
+        return experts - pinned
     gate_df = gate.n_free_params(k, d)
     if gate.learns_temperature and isinstance(gate, TemperatureGate):
         gate_df -= 1
     if isinstance(gate, TopKGate) and gate.k_active == 1 and (k - 1) * d >= 1:
         gate_df -= 1
-    return experts + gate_df
+    return experts + gate_df - pinned
 
 
 def posterior_entropy(gate: Gate, params, X, y) -> float:
@@ -114,7 +120,7 @@ def _entropy(resp):
     return float(max(0.0, -np.sum(terms)))
 
 
-def information_criteria(gate: Gate, params, X, y) -> dict:
+def information_criteria(gate: Gate, params, X, y, space=None) -> dict:
     """Log-likelihood, df, AIC, BIC, posterior entropy and ICL of one model on data.
 
     Parameters
@@ -123,6 +129,8 @@ def information_criteria(gate: Gate, params, X, y) -> dict:
     params : MoEParams
     X : ndarray of shape (n, d)
     y : ndarray of shape (n,)
+    space : ParameterSpace, optional
+        The fit's space: its structure lowers the df (:func:`n_identifiable_params`).
 
     Returns
     -------
@@ -146,7 +154,7 @@ def information_criteria(gate: Gate, params, X, y) -> dict:
     resp, log_p = e_step(gate, params, X, y)
     ll = float(np.sum(log_p))
     entropy = _entropy(resp)
-    df = n_identifiable_params(gate, params.n_experts, params.n_features)
+    df = n_identifiable_params(gate, params.n_experts, params.n_features, space)
     bic = -2.0 * ll + df * np.log(n)
     return {"log_likelihood": ll, "df": df, "AIC": -2.0 * ll + 2.0 * df, "BIC": bic,
             "entropy": entropy, "ICL": bic + 2.0 * entropy}

@@ -272,7 +272,8 @@ def select_n_experts(X, y, n_experts=range(1, 6), *, gate=None, criterion="bic",
     rows = []
     for k in ks:
         est = estimators[k]
-        ic = information_criteria(est.gate_, est.params_, Xa, ya)
+        ic = information_criteria(est.gate_, est.params_, Xa, ya,
+                                  getattr(est, "space_", None))
         rows.append({"k": k, "log_likelihood": ic["log_likelihood"], "df": ic["df"],
                      "AIC": ic["AIC"], "BIC": ic["BIC"], "ICL": ic["ICL"],
                      "entropy": ic["entropy"], "converged": bool(est.converged_)})

@@ -263,7 +263,8 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
             try:
                 reports = expert_step(ops, st.resp, P, st.act, var_lo[st.act],
                                       space.var_bounds[1], space.coef_bound,
-                                      None if st.extra is None else st.extra[0])
+                                      None if st.extra is None else st.extra[0],
+                                      space.expert_features, space.shared_variance)
                 break
             except ReplicationError as err:
                 fail(err.pos, err.exc, it)
@@ -328,7 +329,7 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
         Xh, yh = ops.data.take(rows)
         values, used, certs = newton_finish(
             gate, Xh, yh, sub, lo[rows], hi[rows], max_iter=finish_max_iter,
-            certify_tol=certify_tol,
+            certify_tol=certify_tol, tie=space.tie_matrix(ParamLayout(gate, k, d)),
             derivatives=lambda Psub, idx, order: ops.observed_derivatives(
                 gate, Psub, rows[idx], order))
         P.put(rows, sub)

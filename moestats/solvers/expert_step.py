@@ -32,7 +32,8 @@ def solve_each(A, b):
         return out, failed
 
 
-def expert_step(ops, resp, P, rows, var_lo, var_hi, coef_bound, stats=None):
+def expert_step(ops, resp, P, rows, var_lo, var_hi, coef_bound, stats=None,
+                expert_features=None, shared_variance=False):
     """Closed-form expert M-step for the replications ``rows`` (updates ``P``).
 
     Weighted least squares of :math:`y` on :math:`\\tilde x = (x, 1)` and the
@@ -54,6 +55,13 @@ def expert_step(ops, resp, P, rows, var_lo, var_hi, coef_bound, stats=None):
     coef_bound : float
     stats : tuple, optional
         ``(mass, sxx, sxy)`` if the backend already has them.
+    expert_features : sequence of int, optional
+        The columns the expert slopes may use (the others held at 0): the weighted
+        least squares on those columns and the intercept only.
+    shared_variance : bool
+        One variance for all experts: :math:`\\nu = \\sum_j \\mathrm{RSS}_j /
+        \\sum_j m_j`, the maximiser of the expected complete log-likelihood under
+        :math:`\\nu_1 = \\dots = \\nu_k` (empty experts take it too).
 
     Returns
     -------
@@ -62,6 +70,11 @@ def expert_step(ops, resp, P, rows, var_lo, var_hi, coef_bound, stats=None):
     A, n, k = resp.shape
     d = P.expert_coef.shape[2]
     mass, sxx, sxy = ops.statistics(resp, rows) if stats is None else stats
+    free = None
+    if expert_features is not None:
+        # the sub-system of the free columns and the intercept
+        free = np.r_[np.asarray(expert_features, dtype=int), d]
+        sxx, sxy = sxx[..., free[:, None], free], sxy[..., free]
     empty = mass < EMPTY_MASS
     cond = np.full((A, k), np.inf)
     live = ~empty
@@ -76,7 +89,7 @@ def expert_step(ops, resp, P, rows, var_lo, var_hi, coef_bound, stats=None):
                     raise ReplicationError(a, exc) from exc
     good = live & (cond < SINGULAR_COND)
     singular = live & ~(cond < SINGULAR_COND)
-    theta = np.zeros((A, k, d + 1))
+    theta = np.zeros((A, k, sxy.shape[-1]))
     if good.any():
         sol, failed = solve_each(sxx[good], sxy[good])
         if failed.any():
@@ -88,12 +101,21 @@ def expert_step(ops, resp, P, rows, var_lo, var_hi, coef_bound, stats=None):
             theta[a, j] = np.linalg.pinv(sxx[a, j], rcond=1e-12, hermitian=True) @ sxy[a, j]
         except np.linalg.LinAlgError as exc:  # e.g. NaN statistics: "SVD did not converge"
             raise ReplicationError(a, exc) from exc
+    if free is not None:
+        full = np.zeros((A, k, d + 1))
+        full[..., free] = theta
+        theta = full
     if np.isfinite(coef_bound):
         current = np.concatenate([P.expert_coef[rows], P.expert_intercept[rows][..., None]],
                                  axis=2)
         theta = _into_box(np.clip(current, -coef_bound, coef_bound), theta, coef_bound, live)
     with np.errstate(all="ignore"):
-        v = ops.rss(resp, theta, rows) / mass
+        rss = ops.rss(resp, theta, rows)
+        if shared_variance:
+            pooled = np.where(live, rss, 0.0).sum(axis=1) / np.where(live, mass, 0.0).sum(axis=1)
+            v = np.broadcast_to(pooled[:, None], (A, k)).copy()
+        else:
+            v = rss / mass
     floored = live & ~(v >= var_lo[:, None])
     v = np.where(floored, var_lo[:, None], np.minimum(v, var_hi))
     coef = P.expert_coef[rows]
@@ -101,7 +123,7 @@ def expert_step(ops, resp, P, rows, var_lo, var_hi, coef_bound, stats=None):
     var = P.expert_var[rows]
     coef[live] = theta[live][:, :d]
     intercept[live] = theta[live][:, d]
-    var[live] = v[live]
+    var[live | shared_variance] = v[live | shared_variance]
     P.expert_coef[rows], P.expert_intercept[rows], P.expert_var[rows] = coef, intercept, var
     return [(np.nonzero(empty[a])[0].tolist(), np.nonzero(singular[a])[0].tolist(),
              np.nonzero(floored[a])[0].tolist()) for a in range(A)]

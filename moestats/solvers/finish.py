@@ -95,8 +95,40 @@ def probe_negative_curvature(value, theta, grad, hess, lo, hi, certify_tol):
     return theta, escaped, probed, passes
 
 
+class _TiedLayout:
+    """The free-parameter vector :math:`\\varphi` of a structured space,
+    :math:`\\theta = J\\varphi` (:meth:`ParameterSpace.tie_matrix`), with the
+    :class:`ParamLayout` interface the finish uses. The gate slopes are never tied or
+    pinned here for the top-K gate, so their positions are those of ``L``."""
+
+    def __init__(self, L, J):
+        self.L, self.J = L, J
+        self.size = J.shape[1]
+        self.counts = J.sum(axis=0)
+        self.rep = np.argmax(J, axis=0)  # one full coordinate per column
+        self.gate_slope = L.gate_slope
+
+    def reduce(self, theta):
+        return theta @ self.J / self.counts
+
+    def pack(self, P):
+        return self.reduce(self.L.pack(P))
+
+    def unpack(self, phi, template):
+        return self.L.unpack(phi @ self.J.T, template)
+
+    def derivatives(self, full):
+        J = self.J
+
+        def reduced(Psub, idx, order):
+            value, grad, hess = full(Psub, idx, order)
+            return (value, None if grad is None else grad @ J,
+                    None if hess is None else J.T @ hess @ J)
+        return reduced
+
+
 def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
-                  derivatives=None, sample_weight=None):
+                  derivatives=None, sample_weight=None, tie=None):
     """Maximise the observed likelihood of R replications from ``P``; certify the endpoints.
 
     Parameters
@@ -120,6 +152,11 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
     sample_weight : ndarray (R, n), optional
         Per-sample weights of the log-likelihood (the default ``derivatives`` only;
         not with the top-K gate, whose boundary searches are unweighted).
+    tie : ndarray (p, q), optional
+        :math:`J` of a structured parameter space (:meth:`ParameterSpace.tie_matrix`):
+        the finish and the certificate work in :math:`\\varphi` with
+        :math:`\\theta = J\\varphi` (pinned slopes left out, tied variances one
+        coordinate).
 
     Returns
     -------
@@ -149,6 +186,10 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
     hi = np.broadcast_to(hi, (R, L.size))
     template = P.copy()
     theta = np.clip(L.pack(P), lo, hi)
+    if tie is not None:
+        L = _TiedLayout(L, tie)
+        lo, hi, theta = lo[:, L.rep], hi[:, L.rep], np.clip(L.reduce(theta), lo[:, L.rep],
+                                                             hi[:, L.rep])
 
     if derivatives is None:
         def derivatives(Psub, idx, order):
@@ -157,6 +198,9 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
                 return observed_loglik(gate, X[idx], y[idx], Psub, c), None, None
             return observed_derivatives(gate, X[idx], y[idx], Psub, order=order,
                                         sample_weight=c)
+
+    if tie is not None:
+        derivatives = L.derivatives(derivatives)
 
     def derivs(th, idx):
         return derivatives(L.unpack(th, template.take(idx)), idx, 2)

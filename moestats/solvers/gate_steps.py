@@ -286,12 +286,14 @@ def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-1
     A = rows.size
     if gate.n_free_params(k, d) == 0 and not (isinstance(gate, TopKGate) and k > 1):
         return np.zeros(A, dtype=int)
-    if type(gate) is SoftmaxGate:
+    L = ParamLayout(gate, k, d)
+    pinned = bool(np.any(lo[:, L.gate_slope] == hi[:, L.gate_slope]))  # gate_features
+    if type(gate) is SoftmaxGate and not pinned:
         bound = float(hi[0, 0]) if hi.shape[1] else np.inf
         return softmax_newton(ops, P, rows, resp, max_iter, tol, bound, q0)
     if not isinstance(gate, TopKGate):
         lo, hi = _pin_unidentified(gate, P, rows, lo, hi)
-        if optimistic:
+        if optimistic and type(gate) is not SoftmaxGate:
             return _gate_newton_step(gate, ops, P, rows, resp, lo, hi, max_iter, tol,
                                      observed=False, q0=q0)
         return _gate_newton(gate, ops, P, rows, resp, lo, hi, max_iter, tol, observed=False)

@@ -103,6 +103,7 @@ def fit_mle(gate, X, y, init, *, max_iter=2000, var_floor=1e-8, space=None,
     with threadpool_limits(limits=1, user_api="blas"):  # see fit_em_batched
         values, passes, certs = newton_finish(
             gate, X, y, P, lo, hi, max_iter=max_iter, certify_tol=certify_tol,
+            tie=space.tie_matrix(layout),
             sample_weight=None if sample_weight is None else np.asarray(
                 sample_weight, dtype=float)[None])
     return FitTrace(P.get(0), np.asarray(values[0]), len(values[0]) - 1,

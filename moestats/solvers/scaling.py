@@ -21,6 +21,8 @@ back to the root mean square), so one outlier does not set them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..params import MoEParams
@@ -113,9 +115,8 @@ class Standardizer:
         data must be of unit scale already (the estimator then does not rescale).
         """
         sy2 = self.y_scale ** 2
-        return ParameterSpace(var_bounds=(space.var_bounds[0] / sy2, space.var_bounds[1] / sy2),
-                              coef_bound=space.coef_bound,
-                              temperature_bounds=space.temperature_bounds)
+        return dataclasses.replace(
+            space, var_bounds=(space.var_bounds[0] / sy2, space.var_bounds[1] / sy2))
 
     @classmethod
     def identity(cls, n_samples, n_features):

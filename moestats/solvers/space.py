@@ -43,6 +43,18 @@ class ParameterSpace:
         coefficient and intercept (:math:`a, b`) lies in ``[-coef_bound, coef_bound]``.
     temperature_bounds : (float, float), default=(0, inf)
         Bounds of a learned temperature.
+    gate_features, expert_features : sequence of int or None, default=None
+        The columns of ``X`` the gate slopes :math:`\\beta_{1j}` and the expert slopes
+        :math:`a_j` may use (None: all). The other slopes are held at 0, so the model
+        is :math:`w_j(x_G)` and :math:`a_j^\\top x_E + b_j`; an empty gate set gives the
+        constant-weight mixture of regressions.
+    shared_variance : bool, default=False
+        Equal expert variances :math:`\\nu_1 = \\dots = \\nu_k`.
+
+    The structural parts (``gate_features``, ``expert_features``,
+    ``shared_variance``) are linear constraints on the free-parameter vector:
+    :math:`\\theta = J\\varphi` (:meth:`tie_matrix`), the pinned slopes also being
+    boxes ``[0, 0]`` (:meth:`box`), which the EM steps honour.
 
     Examples
     --------
@@ -57,8 +69,27 @@ class ParameterSpace:
     var_bounds: tuple = (0.0, np.inf)
     coef_bound: float = np.inf
     temperature_bounds: tuple = (0.0, np.inf)
+    gate_features: tuple | None = None
+    expert_features: tuple | None = None
+    shared_variance: bool = False
 
     def __post_init__(self):
+        for name in ("gate_features", "expert_features"):
+            cols = getattr(self, name)
+            if cols is None:
+                continue
+            cols = tuple(np.atleast_1d(np.asarray(cols)).tolist())
+            if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0
+                       for c in cols):
+                raise ValueError(f"ParameterSpace.{name} must be column indices >= 0, "
+                                 f"got {getattr(self, name)!r}")
+            if len(set(cols)) != len(cols):
+                raise ValueError(f"ParameterSpace.{name} has repeated columns: {cols}")
+            object.__setattr__(self, name, tuple(sorted(int(c) for c in cols)))
+        if not isinstance(self.shared_variance, (bool, np.bool_)):
+            raise ValueError(f"ParameterSpace.shared_variance must be True or False, got "
+                             f"{self.shared_variance!r}")
+        object.__setattr__(self, "shared_variance", bool(self.shared_variance))
         for name in ("var_bounds", "temperature_bounds"):
             lo, hi = _pair(name, getattr(self, name))
             if not (0.0 <= lo < hi) or np.isnan(hi):
@@ -73,10 +104,12 @@ class ParameterSpace:
     @classmethod
     def from_dict(cls, data: dict) -> "ParameterSpace":
         """From a config table: ``var_bounds``, ``coef_bound``, ``temperature_bounds``."""
-        unknown = set(data) - {"var_bounds", "coef_bound", "temperature_bounds"}
+        keys = {"var_bounds", "coef_bound", "temperature_bounds", "gate_features",
+                "expert_features", "shared_variance"}
+        unknown = set(data) - keys
         if unknown:
             raise ValueError(f"unknown parameter-space key(s) {sorted(unknown)}; expected "
-                             "var_bounds, coef_bound, temperature_bounds")
+                             f"{', '.join(sorted(keys))}")
 
         def number(v):
             return np.inf if isinstance(v, str) and v.lower() == "inf" else v
@@ -88,9 +121,67 @@ class ParameterSpace:
         """Plain-Python form (``inf`` written as the string ``"inf"``)."""
         def clean(v):
             return "inf" if v == np.inf else v
-        return {"var_bounds": [clean(v) for v in self.var_bounds],
-                "coef_bound": clean(self.coef_bound),
-                "temperature_bounds": [clean(v) for v in self.temperature_bounds]}
+        out = {"var_bounds": [clean(v) for v in self.var_bounds],
+               "coef_bound": clean(self.coef_bound),
+               "temperature_bounds": [clean(v) for v in self.temperature_bounds]}
+        # the structure only when it is not the default (the stored sweeps' identity)
+        for name in ("gate_features", "expert_features"):
+            if getattr(self, name) is not None:
+                out[name] = list(getattr(self, name))
+        if self.shared_variance:
+            out["shared_variance"] = True
+        return out
+
+    @property
+    def structured(self) -> bool:
+        """Whether the space constrains the model's structure (features, variances)."""
+        return (self.gate_features is not None or self.expert_features is not None
+                or self.shared_variance)
+
+    def check_features(self, n_features: int) -> None:
+        """Raise a ``ValueError`` naming a column index that ``X`` does not have."""
+        for name in ("gate_features", "expert_features"):
+            cols = getattr(self, name)
+            if cols is not None and cols and max(cols) >= n_features:
+                raise ValueError(f"{name} = {list(cols)} names column {max(cols)}, but X has "
+                                 f"{n_features} feature(s)")
+
+    def pinned(self, layout: ParamLayout) -> np.ndarray:
+        """Boolean mask (p,) of the slopes held at 0 by ``gate_features``/``expert_features``."""
+        mask = np.zeros(layout.size, dtype=bool)
+        d = layout.d
+        for cols, block, n_blocks in ((self.gate_features, layout.gate_slope, layout.k - 1),
+                                      (self.expert_features, layout.expert_coef, layout.k)):
+            if cols is None:
+                continue
+            off = np.ones(d, dtype=bool)
+            off[list(cols)] = False
+            mask[block] = np.tile(off, n_blocks)
+        return mask
+
+    def tie_matrix(self, layout: ParamLayout) -> np.ndarray | None:
+        """:math:`J` (p, q) with :math:`\\theta = J\\varphi`: the free coordinates of the
+        structure (no pinned slope; one log-variance for all experts with
+        ``shared_variance``). None when the space has no structure.
+
+        Examples
+        --------
+        >>> from moestats import SoftmaxGate
+        >>> L = ParamLayout(SoftmaxGate(), 2, 2)
+        >>> ParameterSpace(gate_features=[0], shared_variance=True).tie_matrix(L).shape
+        (11, 9)
+        """
+        if not self.structured:
+            return None
+        keep = ~self.pinned(layout)
+        if self.shared_variance:
+            keep[layout.log_var.start + 1: layout.log_var.stop] = False
+        cols = np.flatnonzero(keep)
+        J = np.zeros((layout.size, cols.size))
+        J[cols, np.arange(cols.size)] = 1.0
+        if self.shared_variance:
+            J[layout.log_var, np.searchsorted(cols, layout.log_var.start)] = 1.0
+        return J
 
     def box(self, layout: ParamLayout, var_floor=0.0):
         """Bounds ``lo, hi`` of the free-parameter vector; ``var_floor`` scalar or (R,).
@@ -107,6 +198,9 @@ class ParameterSpace:
             hi[..., layout.log_var] = np.log(self.var_bounds[1])
             lo[..., layout.log_temperature] = np.log(self.temperature_bounds[0])
             hi[..., layout.log_temperature] = np.log(self.temperature_bounds[1])
+        pins = self.pinned(layout)
+        lo[..., pins] = 0.0
+        hi[..., pins] = 0.0
         return lo, hi
 
     def violations(self, params, var_floor=0.0, rtol=1e-9) -> list:
@@ -118,8 +212,17 @@ class ParameterSpace:
                 out.append(name)
         lo = max(self.var_bounds[0], var_floor) * (1 - rtol)
         if np.any(params.expert_var < lo) or np.any(
-                params.expert_var > self.var_bounds[1] * (1 + rtol)):
+                params.expert_var > self.var_bounds[1] * (1 + rtol)) or (
+                self.shared_variance and np.ptp(params.expert_var) > rtol * np.max(
+                    params.expert_var)):
             out.append("expert_var")
+        for name, cols, rows in (("gate_coef", self.gate_features, slice(None)),
+                                 ("expert_coef", self.expert_features, slice(None))):
+            if cols is not None:
+                off = np.ones(params.n_features, dtype=bool)
+                off[list(cols)] = False
+                if np.any(getattr(params, name)[rows][:, off] != 0) and name not in out:
+                    out.append(name)
         return out
 
 
