@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import RegressorTags, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .backends import _check_name as _check_backend_name
 from .backends import get_backend
-from .gates import Gate, make_gate
-from .inference.estimator_methods import PredictiveMixin, WaldInferenceMixin
+from .gates import make_gate
+from .inference.estimator_methods import (InformationCriteriaMixin, PredictiveMixin,
+                                          WaldInferenceMixin)
+from .input_checks import (check_data_scale, check_hyperparameters, reconcile_init_params,
+                           warm_start_usable)
 from .likelihood import log_likelihood_samples
 from .params import MoEParams
 from .sampling import sample_conditional
-from .solvers import FitTrace, ParameterSpace, fit_em_batched, fit_mle
+from .solvers import ParameterSpace
 from .solvers.monitor import FitMonitor as _Monitor
+from .solvers.run_starts import fit_starts, report_repairs
 from .solvers.scaling import Standardizer
-from .weights import check_sample_weight, positive_weight_rows as _positive_weight_rows
 from .solvers.starts import emem, make_starts
+from .structure import n_pinned, structured_space
+from .weights import check_sample_weight
+from .weights import positive_weight_rows as _positive_weight_rows
 
 __all__ = ["GaussianMoE", "NumericalRepairWarning"]
 
@@ -40,7 +44,8 @@ class NumericalRepairWarning(UserWarning):
     """A fit had to repair numerical trouble (empty expert, singular system, floored variance, failed start)."""
 
 
-class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
+class GaussianMoE(PredictiveMixin, WaldInferenceMixin, InformationCriteriaMixin,
+                  BaseEstimator):
     """Gaussian mixture of linear experts, fitted by maximum likelihood.
 
     .. math::
@@ -59,7 +64,8 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         A gate instance (``SoftmaxGate()``, ``TopKGate(k_active)``,
         ``TemperatureGate(temperature, learn_temperature)``,
         ``ActivationGate(activation, temperature, learn_temperature)``) or a
-        family name for its default.
+        family name for its default; ``"constant"``: constant weights (the softmax gate
+        without covariates, the mixture of linear regressions).
     solver : {"em", "mle"}, default="em"
         Generalised EM (monotone in the likelihood, batched over the starts) followed
         by a second-order finish, or direct maximisation of the likelihood by
@@ -77,7 +83,11 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         its own seed and subsample), random partitions (flexmix's default) and random
         lines (:func:`moestats.solvers.starts.make_starts`); "kmeans" or "random"
         (random partitions) use one kind only. An ``MoEParams``: used as given (this is
-        how simulations start near the truth).
+        how simulations start near the truth), except for what the gate fixes: nonzero
+        gate intercepts with the top-1 gate (they do not enter its density) are set to
+        0, and a temperature other than a gate's fixed one (``learn_temperature=False``,
+        or 1 for a gate without one) is replaced by it; each replacement issues a
+        ``UserWarning`` naming it. Another number of experts or features raises.
     n_keep : int, default=3
         With more starts than this, every start runs ``short_iter`` EM iterations and
         only the best ``n_keep`` are run to their maximum (short-run selection, "emEM").
@@ -108,7 +118,20 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         ``ImportError``) at ``fit``. ``solver="mle"`` runs on NumPy.
     random_state : int, RandomState or None
     warm_start : bool, default=False
-        Start a new ``fit`` from the previous solution (``n_init`` then ignored).
+        Start a new ``fit`` from the previous solution (``n_init`` then ignored). When
+        ``n_experts`` has changed since (``set_params``), a ``UserWarning`` says the warm
+        start is ignored and the fit starts from ``init``; another number of features
+        raises scikit-learn's ``ValueError``.
+    gate_features, expert_features : sequence of int or str, or None, default=None
+        The columns of ``X`` (indices, or names when ``X`` is a DataFrame) that feed
+        the gate and the experts: :math:`w_j(x_G)` and :math:`a_j^\\top x_E + b_j`
+        (None: all columns). The other slopes are held at 0 (:mod:`moestats.structure`);
+        they appear in the fitted attributes as 0 and get no standard error. With
+        ``gate="constant"`` the gate has no covariate (the mixture of linear
+        regressions). Not ``gate_features`` with the top-K gate.
+    shared_variance : bool, default=False
+        Equal expert variances :math:`\\nu_1 = \\dots = \\nu_k` (flexmix's and
+        mixtools' equal-variance mixture of regressions).
     verbose : int, default=0
         0: silent. 1: the starts, every 10th EM iteration's log-likelihood of every
         start run to its maximum, and each fit's certificate. 2: every EM iteration.
@@ -143,6 +166,9 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
     short_run_log_likelihoods_ : ndarray or None
         Log-likelihood of every start after the short runs (None without them).
     n_features_in_ : int
+    space_ : ParameterSpace
+        The parameter space of the fit, with its structure (``gate_features``,
+        ``expert_features``, ``shared_variance`` resolved to column indices).
     backend_ : str
         The backend the fit ran on ("numpy" for ``solver="mle"``).
     covariance_ : ndarray (p, p)
@@ -166,7 +192,8 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
     def __init__(self, n_experts=2, *, gate="softmax", solver="em", tol=1e-6,
                  max_iter=2000, n_init=10, init="mixed", n_keep=3, short_iter=50,
                  var_floor="auto", space=None, certify_tol=1e-3, backend="auto",
-                 random_state=None, warm_start=False, verbose=0):
+                 random_state=None, warm_start=False, gate_features=None,
+                 expert_features=None, shared_variance=False, verbose=0):
         self.n_experts = n_experts
         self.gate = gate
         self.solver = solver
@@ -182,57 +209,30 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         self.backend = backend
         self.random_state = random_state
         self.warm_start = warm_start
+        self.gate_features = gate_features
+        self.expert_features = expert_features
+        self.shared_variance = shared_variance
         self.verbose = verbose
 
     # ------------------------------------------------------------ validation
     def _check_hyperparameters(self):
-        k = self.n_experts
-        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"n_experts must be an integer >= 1, got {k!r}")
-        for name, low in (("max_iter", 1), ("n_init", 1), ("n_keep", 1), ("short_iter", 1)):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-        if (not isinstance(self.tol, numbers.Real) or isinstance(self.tol, bool)
-                or not 0 <= self.tol < 1):
-            raise ValueError(f"tol must be a number in [0, 1) (a relative change of the "
-                             f"log-likelihood), got {self.tol!r}")
-        if self.solver not in ("em", "mle"):
-            raise ValueError(f"solver must be 'em' or 'mle', got {self.solver!r}")
-        _check_backend_name(self.backend)
-        if not (isinstance(self.init, MoEParams)
-                or (isinstance(self.init, str) and self.init in ("mixed", "kmeans", "random"))):
-            raise ValueError(
-                f"init must be 'mixed', 'kmeans', 'random' or an MoEParams, got {self.init!r}")
-        if not (isinstance(self.certify_tol, numbers.Real) and self.certify_tol > 0):
-            raise ValueError(f"certify_tol must be a number > 0, got {self.certify_tol!r}")
-        if not (self.var_floor == "auto" or (
-                isinstance(self.var_floor, numbers.Real) and 0 < self.var_floor < np.inf)):
-            raise ValueError(f"var_floor must be 'auto' or a finite number > 0, "
-                             f"got {self.var_floor!r}")
-        # a string names the default of a family; an instance is cloned, never modified
-        gate = clone(self.gate) if isinstance(self.gate, Gate) else make_gate(self.gate)
-        gate.validate(k)
-        return gate
+        """The validated gate (a clone), after checking every hyperparameter."""
+        return check_hyperparameters(self)
 
     def _check_init_params(self, params, d, gate):
-        k = self.n_experts
-        if params.n_experts != k or params.n_features != d:
-            raise ValueError(
-                f"init parameters have {params.n_experts} experts and {params.n_features} "
-                f"features, but the estimator has n_experts = {k} and the data "
-                f"n_features = {d}")
-        changes = {}
-        if not gate.fits_intercept and np.any(params.gate_intercept != 0):
-            changes["gate_intercept"] = np.zeros(k)  # top-1: beta_0 does not enter
-        if not gate.learns_temperature and params.temperature != gate.initial_temperature():
-            changes["temperature"] = gate.initial_temperature()  # tau is not free
-        return params.replace(**changes) if changes else params
+        # top-1: beta_0 does not enter; a fixed tau is the gate's: replaced, with a warning
+        warm = self.warm_start and params is getattr(self, "params_", None)
+        return reconcile_init_params(params, self.n_experts, d, gate, source=(
+            "the previous fit's params_ (warm_start)" if warm else "init"))
 
     def n_free_parameters(self, n_features):
-        """Number of free parameters: gate (reference fixed) plus ``k (d + 2)`` expert ones."""
-        gate = getattr(self, "gate_", None) or make_gate(self.gate)
-        return gate.n_free_params(self.n_experts, n_features) + self.n_experts * (n_features + 2)
+        """Number of free parameters: gate (reference fixed) plus ``k (d + 2)`` expert ones,
+        less the slopes and variances a fitted structure pins or ties."""
+        gate = getattr(self, "gate_", None) or make_gate(
+            "softmax" if self.gate == "constant" else self.gate)
+        k = self.n_experts
+        return (gate.n_free_params(k, n_features) + k * (n_features + 2)
+                - n_pinned(getattr(self, "space_", None), k, n_features))
 
     # ------------------------------------------------------------------ fit
     def _space(self):
@@ -291,17 +291,22 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         (True, True)
         """
         gate = self._check_hyperparameters()
-        warm = self.warm_start and hasattr(self, "params_")
+        warm = warm_start_usable(self)  # False, with a warning, after n_experts changed
         _check_y_numeric(y)
         X, y = validate_data(self, X, y, reset=not warm, y_numeric=True, dtype=np.float64)
+        check_data_scale(X, y)  # y whose squares overflow float64, X beyond its range
         X, y, weights = _positive_weight_rows(X, y, sample_weight, gate)
         n, d = X.shape
-        n_params = gate.n_free_params(self.n_experts, d) + self.n_experts * (d + 2)
+        space = structured_space(
+            self._space(), gate, self.gate, gate_features=self.gate_features,
+            expert_features=self.expert_features, shared_variance=self.shared_variance,
+            n_features=d, feature_names=getattr(self, "feature_names_in_", None))
+        n_params = gate.n_free_params(self.n_experts, d) + self.n_experts * (d + 2) - n_pinned(
+            space, self.n_experts, d)
         if n < n_params:
             raise ValueError(
                 f"n_samples = {n} is smaller than the number of free parameters "
                 f"({n_params}) of a {self.n_experts}-expert model on {d} feature(s)")
-        space = self._space()
         floor = self._default_floor(y) if self.var_floor == "auto" else float(self.var_floor)
         if np.isfinite(space.coef_bound):
             scaler = Standardizer.identity(n, d)  # a box stays a box only unscaled
@@ -333,7 +338,10 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
                                          n_keep=self.n_keep, backend=backend,
                                          var_floor=floor_s, sample_weight=weights)
                     monitor.short_runs(short)
-        traces = self._run(gate, Xs, ys, starts, floor_s, space_s, backend, weights, monitor)
+        traces = fit_starts(gate, Xs, ys, starts, solver=self.solver, tol=self.tol,
+                            max_iter=self.max_iter, var_floor=floor_s, space=space_s,
+                            certify_tol=self.certify_tol, backend=backend,
+                            sample_weight=weights, monitor=monitor)
         lls = np.array([t.log_likelihood if "error" not in t.events else -np.inf
                         for t in traces])
         if not np.any(np.isfinite(lls)):
@@ -347,7 +355,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
                           NumericalRepairWarning, stacklevel=2)
         # the highest maximum found; if it is not certified, say so (ConvergenceWarning)
         best = traces[int(np.argmax(lls))]
-        self._report_events(best.events)
+        report_repairs(best.events, NumericalRepairWarning)
         if not best.converged:
             reason = best.certificate.reason if best.certificate is not None else (
                 f"stopped after max_iter = {self.max_iter} iterations")
@@ -360,44 +368,11 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         self.short_run_log_likelihoods_ = None if short is None else short + offset
         self.backend_ = backend
         # kept (by reference) for the inference computed on demand (covariance_, summary)
+        self.space_ = space
         self._train_data = (X, y)
         self._train_weights = weights
         self._inference_cache = {}
         return self
-
-    def _run(self, gate, X, y, starts, floor, space, backend, weights=None, monitor=None):
-        """Fit every start (EM through the batched engine, or direct MLE)."""
-        options = dict(var_floor=floor, space=space, certify_tol=self.certify_tol)
-        with np.errstate(over="ignore", under="ignore", divide="ignore"):
-            if self.solver == "mle":
-                traces = []
-                for i, start in enumerate(starts):
-                    try:
-                        traces.append(fit_mle(gate, X, y, start, max_iter=self.max_iter,
-                                              sample_weight=weights, **options))
-                        if monitor is not None:
-                            monitor("finish", None, [i], [traces[-1].certificate])
-                    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
-                        traces.append(FitTrace(start, np.array([-np.inf]), 0, False,
-                                               {"error": f"{type(exc).__name__}: {exc}"}))
-                return traces
-            m = len(starts)
-            return fit_em_batched(gate, np.broadcast_to(X, (m,) + X.shape),
-                                  np.broadcast_to(y, (m,) + y.shape), starts, tol=self.tol,
-                                  max_iter=self.max_iter, backend=backend,
-                                  on_error="record", monitor=monitor,
-                                  sample_weight=None if weights is None else
-                                  np.broadcast_to(weights, (m,) + y.shape), **options)
-
-    @staticmethod
-    def _report_events(events):
-        labels = {"empty_experts": "expert(s) with no responsibility kept their parameters",
-                  "singular_experts": "singular weighted least squares solved by pseudo-inverse",
-                  "floored_variances": "variance(s) floored at var_floor"}
-        for key, text in labels.items():
-            if events.get(key):
-                warnings.warn(f"{text}: expert index {sorted(events[key])}",
-                              NumericalRepairWarning, stacklevel=3)
 
     def _set_fitted(self, gate, trace, scaler, offset):
         p = scaler.to_user(trace.params)
@@ -447,26 +422,6 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, BaseEstimator):
         X = self._check_X(X)
         rng = np.random.default_rng(check_random_state(random_state).randint(2**31 - 1))
         return sample_conditional(self.gate_, self.params_, X, rng)[0]
-
-    def bic(self, X, y):
-        """Bayesian information criterion :math:`-2\\ell + p\\log n` (lower is better),
-        with :math:`p` the identifiable parameters
-        (:func:`moestats.selection.criteria.n_identifiable_params`: no scale of the
-        top-1 slopes, no temperature learned with the identity activation), as in
-        :func:`moestats.select_n_experts`."""
-        from .selection.criteria import n_identifiable_params
-        X, y = self._check_Xy(X, y)
-        ll = float(np.sum(log_likelihood_samples(self.gate_, self.params_, X, y)))
-        p = n_identifiable_params(self.gate_, self.n_experts, X.shape[1])
-        return -2.0 * ll + p * np.log(X.shape[0])
-
-    def aic(self, X, y):
-        """Akaike information criterion :math:`-2\\ell + 2p` (lower is better; :math:`p`
-        as in :meth:`bic`)."""
-        from .selection.criteria import n_identifiable_params
-        X, y = self._check_Xy(X, y)
-        ll = float(np.sum(log_likelihood_samples(self.gate_, self.params_, X, y)))
-        return -2.0 * ll + 2.0 * n_identifiable_params(self.gate_, self.n_experts, X.shape[1])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

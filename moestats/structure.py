@@ -25,7 +25,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["resolve_features", "structured_space"]
+__all__ = ["resolve_features", "structured_space", "n_pinned"]
 
 
 def resolve_features(features, n_features, feature_names=None, name="gate_features"):

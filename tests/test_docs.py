@@ -18,7 +18,8 @@ PUBLIC_MODULES = [
     "moestats", "moestats.gates", "moestats.params", "moestats.sampling", "moestats.setups",
     "moestats.likelihood", "moestats.experts", "moestats.solvers", "moestats.inference",
     "moestats.selection", "moestats.losses", "moestats.rates", "moestats.plotting",
-    "moestats.simulation", "moestats.backends", "moestats.datasets",
+    "moestats.simulation", "moestats.backends", "moestats.datasets", "moestats.structure",
+    "moestats.weights",
 ]
 
 #: gallery examples the issue asks for (file stem -> what it shows)

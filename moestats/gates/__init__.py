@@ -2,9 +2,13 @@
 
 A gate is named by an instance or by a string for the family's default:
 ``"softmax"``, ``"topk"`` (top-1), ``"temperature"``, ``"activation"`` (tanh).
+:class:`moestats.GaussianMoE` also takes ``gate="constant"``: the softmax gate without
+covariates (:mod:`moestats.structure`).
 """
 
 from ._base import Gate, GateGradient, TemperatureIdentifiabilityWarning
+# a public helper of ActivationGate (defined with the other input checks)
+from ..input_checks import check_activation_derivative
 from .activation import ACTIVATIONS, ActivationGate
 from .softmax import SoftmaxGate, softmax_q_hessian
 from .temperature import TemperatureGate
@@ -13,7 +17,7 @@ from .topk import TopKGate, top_k_mask
 __all__ = [
     "Gate", "GateGradient", "TemperatureIdentifiabilityWarning", "SoftmaxGate",
     "TopKGate", "TemperatureGate", "ActivationGate", "ACTIVATIONS", "make_gate",
-    "softmax_q_hessian", "top_k_mask",
+    "softmax_q_hessian", "top_k_mask", "check_activation_derivative",
 ]
 
 _BY_NAME = {

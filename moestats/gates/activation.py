@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, ndtr
 
+from ..input_checks import (check_activation, check_activation_derivative,
+                            check_activation_output)
 from ._base import Gate
 
 __all__ = ["ActivationGate", "ACTIVATIONS"]
@@ -53,7 +55,12 @@ class ActivationGate(Gate):
     ----------
     activation : {"tanh", "sigmoid", "gelu"} or callable, default="tanh"
         :math:`\\sigma`, applied element-wise. A callable must come with
-        ``activation_derivative``.
+        ``activation_derivative``; :meth:`validate` (run by every ``fit``) checks
+        that both return finite arrays of their input's shape and that the
+        derivative agrees with central finite differences of the activation
+        (:func:`moestats.gates.check_activation_derivative`). A value that is not
+        finite at some input during a fit raises a ``ValueError`` naming the
+        activation and the input.
     temperature : float, default=1.0
         :math:`\\tau > 0`: fixed, or the starting value when learned.
     learn_temperature : bool, default=False
@@ -80,6 +87,8 @@ class ActivationGate(Gate):
                     "ActivationGate: a callable activation needs activation_derivative "
                     f"(a callable), got {self.activation_derivative!r}"
                 )
+            check_activation(act, self.activation_derivative)
+            check_activation_derivative(act, self.activation_derivative)
         elif act not in ACTIVATIONS:
             raise ValueError(
                 f"ActivationGate: unknown activation {act!r}; choose one of "
@@ -89,8 +98,13 @@ class ActivationGate(Gate):
     def _activate(self, z):
         act = self.activation
         if callable(act):
-            return np.asarray(act(z), dtype=float), np.asarray(
-                self.activation_derivative(z), dtype=float)
+            deriv = self.activation_derivative
+            h = np.asarray(act(z), dtype=float)
+            d1 = np.asarray(deriv(z), dtype=float)
+            # a NaN at some inputs would surface as non-finite gate parameters
+            check_activation_output(act, "activation", z, h)
+            check_activation_output(deriv, "activation_derivative", z, d1)
+            return h, d1
         if act not in ACTIVATIONS:
             self.validate(1)
         return ACTIVATIONS[act](z)
@@ -105,6 +119,7 @@ class ActivationGate(Gate):
             deriv = self.activation_derivative
             d2 = (np.asarray(deriv(z + step), dtype=float)
                   - np.asarray(deriv(z - step), dtype=float)) / (2.0 * step)
+            check_activation_output(deriv, "activation_derivative", z, d2)
             return h, d1, d2
         if act not in ACTIVATIONS:
             self.validate(1)

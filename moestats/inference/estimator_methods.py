@@ -28,7 +28,7 @@ from .prediction import (check_level, check_levels, log_conditional_density, mix
                          mixture_quantiles)
 from .summary import WaldInference
 
-__all__ = ["PredictiveMixin", "WaldInferenceMixin"]
+__all__ = ["PredictiveMixin", "WaldInferenceMixin", "InformationCriteriaMixin"]
 
 
 class PredictiveMixin:
@@ -303,3 +303,44 @@ class WaldInferenceMixin:
         ['estimate', 'std. error', 'z', 'p-value', 'ci lower', 'ci upper', 'note']
         """
         return self.inference(cov_type).summary(alpha)
+
+class InformationCriteriaMixin:
+    """``bic`` and ``aic`` of a fitted :class:`moestats.GaussianMoE` on data.
+
+    Both are on the deviance scale (lower is better) with :math:`p` the identifiable
+    parameters of the fit (:func:`moestats.selection.n_identifiable_params`, its structure included), as
+    in :func:`moestats.select_n_experts`.
+    """
+
+    def _criterion_terms(self, X, y):
+        from ..likelihood import log_likelihood_samples
+        from ..selection.criteria import n_identifiable_params
+        X, y = self._check_Xy(X, y)
+        ll = float(np.sum(log_likelihood_samples(self.gate_, self.params_, X, y)))
+        p = n_identifiable_params(self.gate_, self.n_experts, X.shape[1],
+                                  getattr(self, "space_", None))
+        return ll, p, X.shape[0]
+
+    def bic(self, X, y):
+        """Bayesian information criterion :math:`-2\\ell + p\\log n` (lower is better),
+        with :math:`p` the identifiable parameters (no scale of the top-1 slopes, no
+        temperature learned with the identity activation, the structure's pinned slopes
+        and tied variances left out).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from moestats import GaussianMoE, get_setup
+        >>> X, y = get_setup("softmax-exact").truth.sample(500, np.random.default_rng(0))
+        >>> est = GaussianMoE(2, random_state=0, n_init=2).fit(X, y)
+        >>> bool(est.bic(X, y) > est.aic(X, y))
+        True
+        """
+        ll, p, n = self._criterion_terms(X, y)
+        return -2.0 * ll + p * np.log(n)
+
+    def aic(self, X, y):
+        """Akaike information criterion :math:`-2\\ell + 2p` (lower is better; :math:`p`
+        as in :meth:`bic`)."""
+        ll, p, _ = self._criterion_terms(X, y)
+        return -2.0 * ll + 2.0 * p

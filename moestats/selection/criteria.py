@@ -158,3 +158,4 @@ def information_criteria(gate: Gate, params, X, y, space=None) -> dict:
     bic = -2.0 * ll + df * np.log(n)
     return {"log_likelihood": ll, "df": df, "AIC": -2.0 * ll + 2.0 * df, "BIC": bic,
             "entropy": entropy, "ICL": bic + 2.0 * entropy}
+

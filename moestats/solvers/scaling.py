@@ -36,7 +36,8 @@ def _robust_scale(a):
     med = np.median(a, axis=0)
     dev = np.abs(a - med)
     scale = 1.4826 * np.median(dev, axis=0)
-    rms = np.sqrt(np.mean(dev * dev, axis=0))
+    top = np.max(dev, axis=0)  # the RMS without squaring |dev| (no overflow beyond 1e154)
+    rms = top * np.sqrt(np.mean((dev / np.where(top > 0, top, 1.0)) ** 2, axis=0))
     scale = np.where(scale > 0, scale, rms)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     return scale, med
