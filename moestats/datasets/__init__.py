@@ -16,8 +16,10 @@ loader                      n    regression                                   cl
 The numbers are published measurements, copied from R packages (tonedata from
 ``mixtools``, faithful from R's ``datasets``, mcycle from ``MASS``) with
 ``write.csv``; each loader's docstring gives the original source, the R package and
-its licence. The file ``data/README.md`` in the source tree says how the CSV files
-were produced.
+its licence. The file ``data/README.md`` (installed with the CSV files) says how they
+were produced and states the licence decision: the code of moestats is BSD-3-Clause,
+while these data files are redistributed, separately, on the terms they were received
+under (GPL-2.0-or-later).
 
 Examples
 --------
