@@ -165,8 +165,22 @@ def _build():
 SETUPS = _build()
 
 
-def get_setup(setup_id: str) -> Setup:
-    """The setup named ``setup_id`` (see :data:`SETUPS`)."""
+def get_setup(setup_id) -> Setup:
+    """The setup named ``setup_id`` (see :data:`SETUPS`); a :class:`Setup` is returned as is.
+
+    A :class:`Setup` passes through so that code taking a setup id also takes the setup
+    of a custom truth (a sweep config's ``[truth]`` table, built by
+    :func:`moestats.simulation.truth_config.build_setup`), which is not in :data:`SETUPS`.
+
+    Examples
+    --------
+    >>> from moestats.setups import get_setup
+    >>> s = get_setup("softmax-exact")
+    >>> s.truth.params.n_experts, get_setup(s) is s
+    (2, True)
+    """
+    if isinstance(setup_id, Setup):
+        return setup_id
     try:
         return SETUPS[setup_id]
     except KeyError:

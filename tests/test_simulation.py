@@ -1,6 +1,7 @@
 """Sweeps: configs, seeds, the store, resume after SIGKILL, n_jobs and Dask invariance."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -293,3 +294,132 @@ def test_cli_reports_failures_and_fails_when_every_fit_failed(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert "4 of 4 fits failed" in err and "4 x RuntimeError: backend exploded" in err
     assert "every fit failed" in err
+
+
+# --- custom truths ([truth] and [[fitted]] tables), CLI outputs and messages -------------
+
+def custom_config(**changes):
+    """A small config with a custom truth (softmax, k* = 2, d = 1)."""
+    truth = {"gate": "softmax", "gate_coef": [[6.0], [0.0]], "gate_intercept": [-1.0, 0.0],
+             "expert_coef": [[-3.0], [3.0]], "expert_intercept": [1.0, -1.0],
+             "expert_var": [0.1, 0.2], "x_low": -1.0, "x_high": 1.0}
+    config = {"setup": "my-truth", "truth": truth, "density_sample": 0,
+              "fitted": [{"name": "k2", "n_experts": 2}],
+              "quick": {"sample_sizes": [100, 200], "replications": 2}}
+    for key, value in changes.items():
+        if key.startswith("truth."):
+            truth[key.removeprefix("truth.")] = value
+        else:
+            config[key] = value
+    return config
+
+
+def test_the_custom_truth_example_runs_on_two_workers_and_every_fit_is_ok(tmp_path):
+    from moestats.simulation.spec import default_config_dir
+    spec = load_spec(default_config_dir() / "custom-truth-example.toml", "quick")
+    assert spec.truth is not None and spec.setup == "custom-truth-example"
+    assert len(spec.tasks()) <= 300
+    store = run_sweep(spec, tmp_path / "custom.sqlite", n_jobs=2, progress=False)
+    df = store.to_frame()
+    store.close()
+    assert len(df) == len(spec.tasks())
+    assert (df["status"] == "ok").all(), df.loc[df["status"] != "ok", "error"].head().tolist()
+
+
+def test_a_custom_truth_is_part_of_the_spec_and_its_fingerprint(tmp_path):
+    import pickle
+    spec = spec_from_config(custom_config())
+    assert spec.setup_obj.truth.params.n_experts == 2 and spec.fitted == ("k2",)
+    assert spec.as_dict()["truth"]["fitted"][0]["loss"] == "D1"
+    again = pickle.loads(pickle.dumps(spec))  # by value, as to a worker or a Dask task
+    assert again == spec and again.fingerprint() == spec.fingerprint()
+    assert again.setup_obj.truth.params.expert_var.tolist() == [0.1, 0.2]
+    other = spec_from_config(custom_config(**{"truth.expert_var": [0.1, 0.3]}))
+    assert other.fingerprint() != spec.fingerprint()
+    with ResultStore(tmp_path / "s.sqlite", spec):
+        pass
+    with pytest.raises(SpecMismatchError):
+        ResultStore(tmp_path / "s.sqlite", other)
+    # the built-in setups keep the fingerprint they always had (no "truth" key)
+    assert "truth" not in spec_from_setup("softmax-exact").as_dict()
+
+
+def test_a_custom_truth_fills_in_the_fitted_gates_and_losses():
+    config = custom_config(**{"truth.gate": "topk", "truth.k_active": 1,
+                              "truth.gate_intercept": [0.0, 0.0]})
+    config["fitted"] = [{"name": "k2", "n_experts": 2},
+                        {"name": "k3-top2", "n_experts": 3, "k_active": 2},
+                        {"name": "k3-tanh", "n_experts": 3, "gate": "activation",
+                         "loss": "density"}]
+    spec = spec_from_config(config)
+    k2, top2, tanh = spec.setup_obj.fitted
+    assert (k2.gate.k_active, k2.loss) == (1, "D1-topk")
+    assert (top2.gate.k_active, top2.loss) == (2, "D2-topk")
+    assert (tanh.gate.activation, tanh.gate.learn_temperature, tanh.loss) == ("tanh", True,
+                                                                              "density")
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"truth.gate": "sparse"}, "truth.gate"),
+    ({"truth.k_active": 1}, "truth.k_active"),
+    ({"truth.expert_var": [0.1, -0.2]}, "truth.expert_var"),
+    ({"truth.expert_var": [0.1]}, "truth.expert_var"),
+    ({"truth.gate_coef": [[6.0], [1.0]]}, "truth.gate_coef"),
+    ({"truth.expert_coef": [[1.0, 2.0], [3.0, 4.0]]}, "truth.expert_coef"),
+    ({"truth.expert_intercept": [1.0, "a"]}, "truth.expert_intercept"),
+    ({"truth.x_high": -2.0}, "truth.x_high"),
+    ({"truth.colour": "red"}, "truth.colour"),
+    ({"fitted": [{"name": "k1", "n_experts": 1}]}, "fitted[0].n_experts"),
+    ({"fitted": [{"name": "k2", "n_experts": 2, "loss": "D9"}]}, "fitted[0].loss"),
+    ({"fitted": [{"name": "k2", "n_experts": 2, "gate": "topk", "k_active": 3}]},
+     "fitted[0].k_active"),
+    ({"fitted": [{"name": "k2", "n_experts": 2, "temperature": 2.0}]}, "fitted[0].temperature"),
+    ({"fitted": [{"name": "a b", "n_experts": 2}]}, "fitted[0].name"),
+    ({"fitted": ["k2"]}, "fitted"),
+    ({"setup": "softmax-exact"}, "setup"),
+])
+def test_bad_custom_truth_field_is_named(change, field):
+    with pytest.raises(ConfigError, match=f"config field '{re.escape(field)}'"):
+        spec_from_config(custom_config(**change))
+
+
+def test_cli_names_outputs_after_the_config_and_says_what_it_resumed(tmp_path, monkeypatch,
+                                                                     capsys):
+    import moestats.plotting
+    import moestats.simulation.cli as cli_mod
+    import moestats.simulation.run as run_mod
+    titles = []
+    plot = moestats.plotting.plot_rate_summary
+    monkeypatch.setattr(moestats.plotting, "plot_rate_summary",
+                        lambda *a, **k: titles.append(k["title"]) or plot(*a, **k))
+    monkeypatch.setattr(run_mod, "kernel_cache_is_cold", lambda: True)
+    monkeypatch.setattr(cli_mod, "_compile_said", False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "tiny.toml").write_text(textwrap.dedent("""
+        description = "a tiny sweep of my own"
+        setup = "softmax-exact"
+        seed = 3
+        density_sample = 0
+        [solver]
+        max_iter = 300
+        [quick]
+        sample_sizes = [100, 200]
+        replications = 2
+    """))
+    args = ["run", "cfg/tiny.toml", "--n-jobs", "1", "--no-progress"]
+    assert cli_main(args) == 0
+    err = capsys.readouterr().err
+    assert (tmp_path / "results" / "tiny" / "tiny-quick.sqlite").is_file()
+    assert (tmp_path / "results" / "tiny" / "tiny-quick.png").stat().st_size > 0
+    assert titles and titles[0].startswith("softmax-exact (quick): a tiny sweep of my own\n")
+    assert err.count("moestats: compiling kernels, once, about a minute") == 1
+    assert "resumed" not in err
+    assert cli_main(args + ["--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "moestats: resumed 4 of 4 fits from the store" in err
+    assert "compiling kernels" not in err  # once per process
+    monkeypatch.setattr(cli_mod, "_compile_said", False)
+    monkeypatch.setattr(run_mod, "kernel_cache_is_cold", lambda: False)
+    assert cli_main(args + ["--no-report"]) == 0
+    assert "compiling kernels" not in capsys.readouterr().err  # a warm cache: no message

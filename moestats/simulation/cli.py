@@ -2,10 +2,28 @@
 
 ::
 
+    moestats --version
     moestats setups
     moestats run SETUP_OR_CONFIG [--quick | --full] [--n-jobs N] [--scheduler ADDRESS]
                  [--connect-timeout S] [--wait] [--results DIR] [--no-report]
     moestats report RESULTS [--out DIR] [--markdown FILE]
+
+``moestats run`` takes a setup id, whose config ships inside the package
+(:mod:`moestats.configs`, the repository's ``simulations/``), or the path of a TOML
+config (which may define a truth of its own: a ``[truth]`` table,
+:mod:`~moestats.simulation.truth_config`). Where its outputs go:
+
+- ``moestats run SETUP_ID``: ``results/<setup>-<form>.sqlite`` and the report beside it
+  (``results/<setup>-<form>.png``, ...);
+- ``moestats run path/to/foo.toml``: ``results/foo/foo-<form>.sqlite`` and the report in
+  ``results/foo/``, named after the config file;
+- with ``--results DIR``: ``DIR/<setup>-<form>.sqlite`` and the report in ``DIR``.
+
+The figure's title is the config's ``description`` (the setup's own when the config has
+none). On stderr, before the sweep: ``moestats: compiling kernels, once, about a
+minute`` when the Numba kernels have never been compiled by this installation (their
+on-disk cache is cold; once per process), and ``moestats: resumed N of M fits from the
+store`` when the store already holds some of the sweep's fits (they are reused).
 
 Faults end with one line on stderr, ``moestats: error: ...`` (naming the file or
 address and what to do) or ``moestats: interrupted; N fits stored, rerun the same
@@ -50,11 +68,47 @@ from .faults import (Interrupted, MoestatsError, StoreError, exit_code_table,
                      interrupts_raise, os_error)
 from .run import DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "version_text"]
+
+#: printed once per process before a sweep that will compile the Numba kernels
+COMPILE_MESSAGE = "compiling kernels, once, about a minute"
+_compile_said = False
 
 
 def _say(text):
     print(f"moestats: {text}", file=sys.stderr, flush=True)
+
+
+def version_text():
+    """``moestats <version>``: the installed distribution's version (``moestats --version``).
+
+    Examples
+    --------
+    >>> import moestats
+    >>> from moestats.simulation.cli import version_text
+    >>> version_text() == f"moestats {moestats.__version__}"
+    True
+    """
+    from importlib import metadata
+    try:
+        version = metadata.version("moestats")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+        from .. import __version__ as version
+    return f"moestats {version}"
+
+
+def _say_if_compiling(spec):
+    global _compile_said
+    if _compile_said or spec.backend != "numba":
+        return
+    from .run import kernel_cache_is_cold
+    try:
+        cold = kernel_cache_is_cold()
+    except Exception:
+        return
+    if cold:
+        _compile_said = True
+        _say(COMPILE_MESSAGE)
 
 
 def _cmd_setups(args):
@@ -72,10 +126,16 @@ def _cmd_setups(args):
     return 0
 
 
+def _config_path(target):
+    """The config file ``target`` names, or ``None`` for a setup id."""
+    path = Path(target)
+    return path if path.suffix == ".toml" or path.exists() else None
+
+
 def _spec(target, form):
     from .spec import ConfigError, load_spec, spec_from_setup
     path = Path(target)
-    if path.suffix == ".toml" or path.exists():
+    if _config_path(target) is not None:
         if path.is_dir():
             raise ConfigError(f"{path} is a directory; give a TOML config file or a setup id")
         if not path.exists():
@@ -119,11 +179,17 @@ def _cmd_run(args):
     from .run import run_sweep
     form = "full" if args.full else "quick"
     spec = _spec(args.target, form)
-    results = Path(args.results)
-    store_path = results / f"{spec.setup}-{form}.sqlite"
+    config = _config_path(args.target)
+    if args.results is None and config is not None:  # named after the config file
+        results = Path("results") / config.stem
+        store_path = results / f"{config.stem}-{form}.sqlite"
+    else:
+        results = Path(args.results if args.results is not None else "results")
+        store_path = results / f"{spec.setup}-{form}.sqlite"
     _say(f"{spec.setup} ({form}): {len(spec.sample_sizes)} sample sizes x "
          f"{spec.replications} replications x {len(spec.fitted)} fitted configuration(s) "
          f"-> {store_path}")
+    _say_if_compiling(spec)
     t0 = time.perf_counter()
     try:
         store = run_sweep(
@@ -132,7 +198,8 @@ def _cmd_run(args):
             wait=float("inf") if args.wait else 0.0,
             on_wait=lambda holder: _say(f"{store_path} is in use by another run"
                                         f"{f' ({holder})' if holder else ''}; waiting (--wait)"),
-            connect_timeout=args.connect_timeout)
+            connect_timeout=args.connect_timeout,
+            on_resume=lambda done, total: _say(f"resumed {done} of {total} fits from the store"))
     except KeyboardInterrupt as exc:
         n = getattr(exc, "n_stored", None)
         exc.n_stored = _stored(store_path) if n is None else n
@@ -151,7 +218,8 @@ def _cmd_run(args):
         return 1
     if not args.no_report:
         try:
-            rates = export_report(store_path, results)
+            rates = export_report(store_path, results,
+                                  description=spec.extra.get("description"))
         except KeyboardInterrupt as exc:
             exc.n_stored = n_rows
             raise
@@ -227,11 +295,14 @@ stores read-only and writes its files atomically."""
 def build_parser():
     p = _Parser(prog="moestats", description=__doc__.split("\n")[0], epilog=_EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=version_text(),
+                   help="print 'moestats <version>' and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("setups", help="list the papers' setups with their theory")
     r = sub.add_parser("run", help="run (or resume) a sweep and report it", epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("target", help="a setup id (its config in simulations/) or a TOML config")
+    r.add_argument("target", help="a setup id (its config ships with moestats: the "
+                                  "repository's simulations/) or a TOML config file")
     form = r.add_mutually_exclusive_group()
     form.add_argument("--quick", action="store_true", help="the quick form (default)")
     form.add_argument("--full", action="store_true", help="the full form (the paper's grid)")
@@ -244,7 +315,9 @@ def build_parser():
     r.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                    help="replications of one n fitted together by batched EM "
                         f"(default {DEFAULT_BATCH_SIZE}; changes no result)")
-    r.add_argument("--results", default="results", help="directory for the store and the report")
+    r.add_argument("--results", default=None,
+                   help="directory for the store and the report (default: results/, or "
+                        "results/<stem>/ for a config file <stem>.toml)")
     r.add_argument("--wait", action="store_true",
                    help="if another run holds the store, wait for it to finish, then resume "
                         "(default: refuse at once, exit code 4)")

@@ -12,6 +12,11 @@ it never changes the store, and works in a read-only directory with a writable
 rename: a full disk or an interrupt never leaves a half-written figure or table under
 its final name). A store whose fits all failed (or none is usable) gets its tables
 and no figure, with a note in ``rates.attrs["notes"]``.
+
+The setup of a store is read from its spec: a built-in setup by its id, a custom truth
+(a config's ``[truth]`` table) from the truth data the spec carries
+(:func:`~moestats.simulation.truth_config.setup_of_spec_dict`). ``moestats run`` passes
+the config's ``description`` as the figure's title (``export_report(..., description=)``).
 """
 
 from __future__ import annotations
@@ -23,19 +28,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..setups import get_setup
 from .atomic import remove_stale_temporaries, save_figure, write_csv, write_text
 from .faults import EmptyStoreError, os_error
 from .report_tables import (_counts, _excluded, _loss_columns, _over_specified,
                             local_slope_table, loss_name, per_cell_table, per_n_table,
                             rate_table)
 from .store import ResultStore
+from .truth_config import setup_of_spec_dict
 
 __all__ = ["rate_table", "per_n_table", "local_slope_table", "per_cell_table",
            "export_report", "results_markdown", "loss_name"]
 
 def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=True,
-                  certified_only=True):
+                  certified_only=True, description=None):
     """Write the per-replication results (CSV), the per-n table (CSV), the slopes (JSON),
     the local slopes (CSV), the per-cell slopes (CSV, over-specified setups) and the
     figures (PNG and SVG) of a store; return the rate table.
@@ -50,6 +55,9 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
     (per-parameter errors, maximum over the cells) and, for every over-specified
     configuration with per-cell errors, ``<name>-per-cell-rates-<fitted>.png`` and
     ``<name>-per-cell-slopes.csv``.
+
+    ``description`` (a config's ``description``) titles the figures, after the setup id
+    and form; default: the setup's own description.
 
     The store is opened read-only and never changed; every file is written atomically
     (temporary file, then rename). When no fit is usable (all failed, or uncertified
@@ -91,7 +99,7 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
     if spec is None or df.empty:
         raise EmptyStoreError(f"{store_path} holds no results yet; run the sweep first "
                               "(moestats run), then report it")
-    setup_id = spec["setup"]
+    setup = setup_of_spec_dict(spec)
     name = name or store_path.stem
     out_dir = Path(out_dir) if out_dir is not None else store_path.parent
     try:
@@ -100,9 +108,10 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
         raise os_error(exc, out_dir, "creating the report directory") from None
     remove_stale_temporaries(out_dir)
     columns = _loss_columns(df)
-    rates = rate_table(df, setup_id, columns=columns, n_boot=n_boot,
+    # the report tables take a setup id or the Setup itself (a custom truth has no id)
+    rates = rate_table(df, setup, columns=columns, n_boot=n_boot,
                        certified_only=certified_only)
-    cells = per_cell_table(df, setup_id, n_boot=n_boot, certified_only=certified_only)
+    cells = per_cell_table(df, setup, n_boot=n_boot, certified_only=certified_only)
     drop = ("losses", "errors", "params", "init", "cells")
     write_csv(df[[c for c in df.columns if c not in drop]], out_dir / f"{name}-results.csv",
               index=False)
@@ -125,7 +134,8 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
             + (f", {len(df) - n_failed} uncertified" if len(df) > n_failed else "")
             + "); tables written, figures skipped")
     elif figures:
-        _figures(df, setup_id, spec, out_dir, name, columns, n_boot, certified_only)
+        _figures(df, setup, spec, out_dir, name, columns, n_boot, certified_only,
+                 description)
     return rates
 
 
@@ -180,10 +190,12 @@ def _save(fig, out_dir, stem):
         save_figure(fig, out_dir / f"{stem}.{ext}", dpi=130, bbox_inches="tight")
 
 
-def _figures(df, setup_id, spec, out_dir, name, columns, n_boot, certified_only):
+def _figures(df, setup, spec, out_dir, name, columns, n_boot, certified_only,
+             description=None):
     from ..plotting import plot_cell_rates, plot_parameter_errors, plot_rate_summary
-    setup = get_setup(setup_id)
-    base = (f"{setup_id} ({spec['form']}): {setup.description}\n{_start_text(spec)}; "
+    setup_id = setup.id
+    base = (f"{setup_id} ({spec['form']}): {description or setup.description}\n"
+            f"{_start_text(spec)}; "
             f"certify_tol {spec.get('certify_tol', 'n/a')} nats; "
             f"{'certified fits only' if certified_only else 'all fits that did not fail'}")
     for suffix, lname, frame, theory in _loss_groups(df, setup, columns):
@@ -232,7 +244,7 @@ def results_markdown(slopes_files) -> str:
     for path in slopes_files:
         data = json.loads(Path(path).read_text())
         spec = data["spec"]
-        setup = get_setup(spec["setup"])
+        setup = setup_of_spec_dict(spec)
         configs = {c.name: c for c in setup.fitted}
         by_key = {}
         for rec in data["rates"]:

@@ -33,6 +33,7 @@ import os
 import time
 from contextlib import contextmanager, nullcontext
 from itertools import groupby
+from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
@@ -43,7 +44,7 @@ from .store import ResultStore
 from .task import density_sample, run_batch
 
 __all__ = ["run_sweep", "execute_batch", "make_batches", "DEFAULT_BATCH_SIZE",
-           "connect_scheduler"]
+           "connect_scheduler", "kernel_cache_is_cold"]
 
 #: replications per batch by default (the papers' 40 replications of one n in one batch)
 DEFAULT_BATCH_SIZE = 40
@@ -99,6 +100,49 @@ def _local_results(spec, batches, X_density, n_jobs):
         for _, rows in pool.imap_unordered(
                 execute_batch, [(spec, b, X_density, threads) for b in batches]):
             yield rows
+
+
+def kernel_cache_is_cold():
+    """Whether Numba's on-disk cache holds none of the kernels of :mod:`moestats.backends`.
+
+    The kernels are compiled with ``cache=True``, on first use: a sweep after installing
+    moestats (or after the kernels' sources change) compiles them, about a minute, and
+    later processes load them from the cache (an index file ``<module>.<kernel>-<line>
+    .pyXY.nbi`` per kernel, in ``__pycache__`` beside the sources or under
+    ``NUMBA_CACHE_DIR``). ``True`` when no kernel has a valid index, looked up as Numba
+    does (an index of another source stamp or Numba version does not count); a cache
+    that holds some kernels (e.g. only the softmax ones) counts as warm. If Numba's
+    internals change, any ``numba_*.nbi`` file counts. ``False`` without Numba.
+
+    Examples
+    --------
+    >>> from moestats.simulation.run import kernel_cache_is_cold
+    >>> isinstance(kernel_cache_is_cold(), bool)
+    True
+    """
+    import importlib
+    import pkgutil
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return False
+    from .. import backends
+    names = sorted(m.name for m in pkgutil.iter_modules(backends.__path__)
+                   if m.name.startswith("numba_"))
+    try:
+        for name in names:
+            module = importlib.import_module(f"{backends.__name__}.{name}")
+            for obj in vars(module).values():
+                if (isinstance(obj, Dispatcher) and obj.py_func.__module__ == module.__name__
+                        and obj.targetoptions.get("inline") != "always"
+                        and obj._cache._cache_file._load_index()):
+                    return False
+        return True
+    except Exception:  # Numba's internals moved: any index file will do
+        dirs = [Path(backends.__file__).parent / "__pycache__"]
+        if os.environ.get("NUMBA_CACHE_DIR"):
+            dirs.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+        return not any(next(d.rglob("numba_*.nbi"), None) for d in dirs if d.is_dir())
 
 
 def connect_scheduler(scheduler, timeout=DEFAULT_CONNECT_TIMEOUT):
@@ -215,7 +259,7 @@ def _dask_results(spec, batches, X_density, client, address, no_worker_timeout):
 def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progress=True,
               batch_size=DEFAULT_BATCH_SIZE, wait=0.0, on_wait=None,
               connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-              no_worker_timeout=DEFAULT_NO_WORKER_TIMEOUT):
+              no_worker_timeout=DEFAULT_NO_WORKER_TIMEOUT, on_resume=None):
     """Run every task of ``spec`` not yet in the store at ``store_path``.
 
     Parameters
@@ -241,6 +285,10 @@ def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progr
         :class:`~moestats.simulation.faults.StoreLockedError`.
     on_wait : callable, optional
         ``on_wait(holder)`` is called once if the sweep has to wait for the lock.
+    on_resume : callable, optional
+        ``on_resume(n_done, n_total)`` is called once, before any fit, when the store
+        already holds ``n_done`` of the sweep's ``n_total`` fits (they are reused, not
+        rerun); the CLI prints ``moestats: resumed N of M fits from the store``.
     connect_timeout : float
         Seconds to wait for the Dask scheduler at a ``scheduler`` address.
     no_worker_timeout : float
@@ -271,7 +319,10 @@ def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progr
     ...                  replications=2, density_sample=0, max_iter=50)
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.sqlite"
     >>> store = run_sweep(spec, path, n_jobs=1, progress=False)
-    >>> len(store), len(run_sweep(spec, path, n_jobs=1, progress=False))  # resumed: nothing left
+    >>> again = run_sweep(spec, path, n_jobs=1, progress=False,  # resumed: nothing left
+    ...                   on_resume=lambda done, total: print(f"resumed {done} of {total}"))
+    resumed 2 of 2
+    >>> len(store), len(again)
     (2, 2)
     """
     if scheduler is None:
@@ -286,7 +337,7 @@ def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progr
         store = ResultStore(store_path, spec, lock=True, wait=wait, on_wait=on_wait)
         try:
             _run(store, spec, n_jobs, client, scheduler, progress, batch_size,
-                 no_worker_timeout)
+                 no_worker_timeout, on_resume)
         except KeyboardInterrupt as exc:
             exc.n_stored = store.count_safely()
             store.close()
@@ -305,8 +356,12 @@ def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progr
                     pass  # a scheduler already gone
 
 
-def _run(store, spec, n_jobs, client, scheduler, progress, batch_size, no_worker_timeout):
-    pending = store.pending(spec.tasks())
+def _run(store, spec, n_jobs, client, scheduler, progress, batch_size, no_worker_timeout,
+         on_resume=None):
+    tasks = spec.tasks()
+    pending = store.pending(tasks)
+    if on_resume is not None and len(pending) < len(tasks):
+        on_resume(len(tasks) - len(pending), len(tasks))
     if not pending:
         return
     batches = make_batches(pending, batch_size)

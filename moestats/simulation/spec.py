@@ -34,6 +34,17 @@ Config format::
     [full]
     sample_sizes = { min = 100, max = 100000, num = 200 }
     replications = 40
+
+A ``[truth]`` table (with ``[[fitted]]`` tables) defines a true model instead of
+``setup``'s built-in one (:mod:`moestats.simulation.truth_config`). The configs of
+``simulations/`` ship inside the package (:func:`default_config_dir`).
+
+Examples
+--------
+>>> from moestats.simulation.spec import spec_from_setup
+>>> spec = spec_from_setup("softmax-exact", "quick")  # simulations/softmax-exact.toml
+>>> spec.setup, spec.fitted, len(spec.tasks())
+('softmax-exact', ('k2',), 480)
 """
 
 from __future__ import annotations
@@ -54,7 +65,8 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["SweepSpec", "Task", "ConfigError", "load_spec", "spec_from_setup", "task_seed"]
+__all__ = ["SweepSpec", "Task", "ConfigError", "load_spec", "spec_from_config",
+           "spec_from_setup", "task_seed", "default_config_dir"]
 
 STARTS = ("near-truth", "near-truth-fixed", "agnostic")
 BACKENDS = ("numba", "numpy", "cupy")
@@ -82,7 +94,8 @@ class SweepSpec:
     Attributes
     ----------
     setup : str
-        Setup id (:data:`moestats.setups.SETUPS`).
+        Setup id (:data:`moestats.setups.SETUPS`), or the label of a custom ``truth``
+        (letters, digits, ``.``, ``_``, ``-``; not a built-in id).
     fitted : tuple of str
         Names of the fitted configurations of the setup to run.
     sample_sizes : tuple of int
@@ -120,6 +133,10 @@ class SweepSpec:
         are at every n (no shrinking factor).
     form : str
         "quick", "full" or "custom" (a label; part of the fingerprint).
+    truth : dict, optional
+        A custom true model and its fitted configurations as JSON data, checked and
+        completed by :func:`~moestats.simulation.truth_config.normalize_truth`; carried
+        by value and part of the fingerprint. ``None``: the built-in setup ``setup``.
     """
 
     setup: str
@@ -141,15 +158,23 @@ class SweepSpec:
     space: ParameterSpace = THEORY_SPACE
     certify_tol: float = 1e-3
     form: str = "custom"
+    truth: dict | None = field(default=None, hash=False)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
         if isinstance(self.space, dict):  # from as_dict() (e.g. in a worker process)
             object.__setattr__(self, "space", ParameterSpace.from_dict(self.space))
+        if self.truth is not None:
+            from .truth_config import normalize_truth
+            object.__setattr__(self, "truth", normalize_truth(self.truth))
         _check_spec(self)
 
     @property
     def setup_obj(self):
+        """The :class:`~moestats.setups.Setup`: built-in, or built from ``truth``."""
+        if self.truth is not None:
+            from .truth_config import build_setup
+            return build_setup(self.setup, self.truth)
         return get_setup(self.setup)
 
     def fitted_configs(self):
@@ -167,6 +192,8 @@ class SweepSpec:
         from .. import __version__
         d = asdict(self)
         d.pop("extra")
+        if d.get("truth") is None:  # built-in setups: the fingerprint they always had
+            d.pop("truth", None)
         d["space"] = self.space.as_dict()
         d["moestats_version"] = __version__
         d["fitted"] = list(self.fitted)
@@ -204,9 +231,12 @@ def _check_spec(spec):
     def fail(field_name, msg):
         raise ConfigError(f"config field {field_name!r}: {msg}")
 
-    if spec.setup not in SETUPS:
+    if spec.truth is not None:
+        from .truth_config import check_label
+        check_label(spec.setup)
+    elif spec.setup not in SETUPS:
         fail("setup", f"unknown setup {spec.setup!r}; known: {sorted(SETUPS)}")
-    names = [c.name for c in SETUPS[spec.setup].fitted]
+    names = [c.name for c in spec.setup_obj.fitted]
     if not spec.fitted:
         fail("fitted", "needs at least one fitted configuration")
     for f in spec.fitted:
@@ -217,30 +247,27 @@ def _check_spec(spec):
     for n in spec.sample_sizes:
         if not isinstance(n, (int, np.integer)) or n < 10:
             fail("sample_sizes", f"sample sizes must be integers >= 10, got {n!r}")
-    if not isinstance(spec.replications, (int, np.integer)) or spec.replications < 1:
-        fail("replications", f"must be an integer >= 1, got {spec.replications!r}")
-    if not isinstance(spec.seed, (int, np.integer)) or spec.seed < 0:
-        fail("seed", f"must be an integer >= 0, got {spec.seed!r}")
+    for name, value, low in (("replications", spec.replications, 1), ("seed", spec.seed, 0),
+                             ("n_init", spec.n_init, 1), ("solver.max_iter", spec.max_iter, 1),
+                             ("density_sample", spec.density_sample, 0)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            fail(name, f"must be an integer >= {low}, got {value!r}")
+    for name, value in (("solver.tol", spec.tol), ("solver.certify_tol", spec.certify_tol)):
+        if not isinstance(value, (int, float)) or not value > 0:
+            fail(name, f"must be a number > 0, got {value!r}")
     if spec.design not in DESIGNS:
         fail("design", f"must be one of {DESIGNS}, got {spec.design!r}")
+    if spec.design == "grid" and spec.setup_obj.truth.params.n_features != 1:
+        fail("design", "'grid' is for d = 1 covariate, got d = "
+                       f"{spec.setup_obj.truth.params.n_features}")
     if spec.start not in STARTS:
         fail("start", f"must be one of {STARTS}, got {spec.start!r}")
-    if not isinstance(spec.n_init, (int, np.integer)) or spec.n_init < 1:
-        fail("n_init", f"must be an integer >= 1, got {spec.n_init!r}")
     if spec.solver not in ("em", "mle"):
         fail("solver.name", f"must be 'em' or 'mle', got {spec.solver!r}")
     if spec.backend not in BACKENDS:
         fail("solver.backend", f"must be one of {BACKENDS}, got {spec.backend!r}")
-    if not isinstance(spec.certify_tol, (int, float)) or not spec.certify_tol > 0:
-        fail("solver.certify_tol", f"must be a number > 0, got {spec.certify_tol!r}")
     if not isinstance(spec.space, ParameterSpace):
         fail("space", f"must be a ParameterSpace, got {spec.space!r}")
-    if not isinstance(spec.tol, (int, float)) or not spec.tol > 0:
-        fail("solver.tol", f"must be a number > 0, got {spec.tol!r}")
-    if not isinstance(spec.max_iter, (int, np.integer)) or spec.max_iter < 1:
-        fail("solver.max_iter", f"must be an integer >= 1, got {spec.max_iter!r}")
-    if not isinstance(spec.density_sample, (int, np.integer)) or spec.density_sample < 0:
-        fail("density_sample", f"must be an integer >= 0, got {spec.density_sample!r}")
     for key in ("gate", "expert", "var"):
         v = getattr(spec, f"start_{key}_sd")
         if not isinstance(v, (int, float)) or not v >= 0:
@@ -272,7 +299,7 @@ def _sample_sizes(value, where):
 
 
 _TOP_KEYS = {"setup", "fitted", "seed", "design", "start", "n_init", "start_noise",
-             "density_sample",
+             "density_sample", "truth",
              "solver", "space", "quick", "full", "description", "figure"}
 
 
@@ -288,18 +315,25 @@ def _table(config, name, allowed):
     return table
 
 
-def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
-    """A :class:`SweepSpec` from a parsed config (see the module docstring)."""
+def spec_from_config(config: dict, form: str = "quick", name: str | None = None) -> SweepSpec:
+    """A :class:`SweepSpec` from a parsed config (see the module docstring); ``name``
+    labels a custom truth without a ``setup`` field (default ``"custom"``)."""
     if form not in FORMS:
         raise ConfigError(f"form must be one of {FORMS}, got {form!r}")
     unknown = set(config) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"config field {sorted(unknown)[0]!r}: unknown field; "
                           f"known fields: {sorted(_TOP_KEYS)}")
-    if "setup" not in config:
-        raise ConfigError("config field 'setup': missing")
-    setup = config["setup"]
-    if setup not in SETUPS:
+    truth = None
+    if "truth" in config:
+        from .truth_config import truth_from_config
+        setup, truth = truth_from_config(config, name)
+        fitted = [f["name"] for f in truth["fitted"]]
+    elif "setup" not in config:
+        raise ConfigError("config field 'setup': missing (a setup id, or a [truth] table)")
+    else:
+        setup = config["setup"]
+    if truth is None and setup not in SETUPS:
         raise ConfigError(f"config field 'setup': unknown setup {setup!r}; known: {sorted(SETUPS)}")
     solver = _table(config, "solver", {"name", "tol", "max_iter", "backend", "certify_tol"})
     space_table = _table(config, "space", {"var_bounds", "coef_bound", "temperature_bounds"})
@@ -315,7 +349,8 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
         if key not in table:
             raise ConfigError(f"config field '{form}.{key}': missing")
     noise = _table(config, "start_noise", {"gate", "expert", "var"})
-    fitted = config.get("fitted", [c.name for c in SETUPS[setup].fitted])
+    if truth is None:
+        fitted = config.get("fitted", [c.name for c in SETUPS[setup].fitted])
     if isinstance(fitted, str) or not isinstance(fitted, list):
         raise ConfigError(f"config field 'fitted': must be a list of names, got {fitted!r}")
     return SweepSpec(
@@ -329,34 +364,57 @@ def spec_from_config(config: dict, form: str = "quick") -> SweepSpec:
         certify_tol=solver.get("certify_tol", 1e-3), space=space,
         density_sample=config.get("density_sample", 1000), form=form,
         start_gate_sd=noise.get("gate", 0.005), start_expert_sd=noise.get("expert", 0.05),
-        start_var_sd=noise.get("var", 0.005),
+        start_var_sd=noise.get("var", 0.005), truth=truth,
         extra={k: config[k] for k in ("description", "figure") if k in config},
     )
 
 
 def load_spec(path, form: str = "quick") -> SweepSpec:
-    """Read a TOML config file into a :class:`SweepSpec` of the given form."""
-    path = Path(path)
+    """Read a TOML config file (a path or a traversable) into a :class:`SweepSpec` of the
+    given form; a custom truth without ``setup`` is labelled with the file's stem."""
+    if not hasattr(path, "read_text"):
+        path = Path(path)
     try:
         config = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return spec_from_config(config, form)
+        return spec_from_config(config, form, name=Path(path.name).stem)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
 def spec_from_setup(setup_id: str, form: str = "quick", config_dir=None) -> SweepSpec:
-    """The spec of a setup id: its config in ``simulations/`` when there is one."""
+    """The spec of a setup id: ``<setup_id>.toml`` in ``config_dir`` (default: the shipped
+    configs, :func:`default_config_dir`)."""
     config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
     path = config_dir / f"{setup_id}.toml"
-    if path.exists():
+    if path.is_file():
         return load_spec(path, form)
     get_setup(setup_id)  # raises for an unknown id
     raise ConfigError(f"no config for setup {setup_id!r} in {config_dir}")
 
 
-def default_config_dir() -> Path:
-    """``simulations/`` of the source tree (the configs ship with the repository)."""
-    return Path(__file__).resolve().parents[2] / "simulations"
+def default_config_dir():
+    """The shipped configs, ``importlib.resources.files("moestats.configs")``.
+
+    ``pyproject.toml`` maps that subpackage onto the repository's ``simulations/``: this
+    is that folder in an editable install, ``site-packages/moestats/configs`` after
+    ``pip install .`` or from a wheel (a :class:`~pathlib.Path`; a traversable for a zip
+    import). An editable install older than the mapping falls back to ``simulations/``.
+
+    Examples
+    --------
+    >>> from moestats.simulation.spec import default_config_dir
+    >>> (default_config_dir() / "softmax-exact.toml").is_file()
+    True
+    """
+    from importlib import resources
+    try:
+        return resources.files("moestats.configs")
+    except ModuleNotFoundError:
+        tree = Path(__file__).resolve().parents[2] / "simulations"
+        if (tree / "__init__.py").is_file():
+            return tree
+        raise ConfigError("the shipped configs (moestats.configs) are not installed; "
+                          "reinstall moestats (pip install .) or give a TOML file") from None
