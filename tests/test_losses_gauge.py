@@ -406,3 +406,37 @@ def test_task_losses_name_the_gauge_and_give_cell_columns():
         assert cols["cell0_expert_intercept"] == pytest.approx(0.1)
         assert max(cols["cell0_weight"], cols["cell1_weight"]) == pytest.approx(
             errors["weight"])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_reflected_two_expert_activation_fit_scores_zero(activation):
+    """Swapping the reference of a two-expert tanh/sigmoid gate (beta_1 -> -beta_1,
+    beta_0 -> -beta_0 [- 1/tau]) is the same density: the sweeps' losses are zero there."""
+    from moestats import ActivationGate, get_setup
+    from moestats.likelihood import log_likelihood
+    from moestats.losses import equivalent_parametrisations, voronoi_loss
+    from moestats.simulation.spec import spec_from_setup
+    from moestats.simulation.task import _losses
+
+    setup = get_setup("activation" if activation == "tanh" else "activation-sigmoid")
+    truth = setup.truth
+    gate = ActivationGate(activation, truth.params.temperature, learn_temperature=True)
+    same = equivalent_parametrisations(gate, truth.params)
+    assert len(same) == 2
+    X, y = truth.sample(2000, np.random.default_rng(0))
+    assert log_likelihood(gate, same[1], X, y) == pytest.approx(
+        log_likelihood(gate, truth.params, X, y), rel=1e-12)
+    assert voronoi_loss(same[1], truth.params, "auto", learned_temperature=True,
+                        gauge="mass", slope_gauge=False) > 1.0   # the raw loss sees a swap
+    config = spec_from_setup(setup.id).fitted_configs()[0]
+    main, losses, _ = _losses(config, truth, same[1], gate, None)
+    assert main == pytest.approx(0.0, abs=1e-12) and losses["voronoi"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gelu_and_three_experts_have_no_reflection():
+    from moestats import ActivationGate, get_setup
+    from moestats.losses import equivalent_parametrisations
+    params = get_setup("activation-gelu").truth.params
+    assert len(equivalent_parametrisations(ActivationGate("gelu"), params)) == 1
+    three = get_setup("softmax-d2-exact").truth.params
+    assert len(equivalent_parametrisations(ActivationGate("tanh"), three)) == 1

@@ -101,9 +101,11 @@ from .atoms import rbar, voronoi_cells
 from .density import density_error
 from .gauge import DEFAULT_GAUGE, GAUGES, GaugeAlignment, loss_gauge
 from .parameter_errors import cell_parameter_errors, parameter_errors
+from .reflection import equivalent_parametrisations
 from .voronoi import d1_loss, d2_loss, voronoi_loss
 
 __all__ = [
+    "equivalent_parametrisations",
     "rbar",
     "voronoi_cells",
     "voronoi_loss",

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..estimator import GaussianMoE
 from ..gates import ActivationGate
-from ..losses import density_error, loss_gauge, parameter_errors, voronoi_loss
+from ..losses import (density_error, equivalent_parametrisations, loss_gauge,
+                      parameter_errors, voronoi_loss)
 from ..sampling import GridDesign, near_truth_init, sample_conditional
 from ..solvers import fit_em_batched, fit_mle
 from ..solvers.trace import FitTrace
@@ -61,6 +62,16 @@ def density_sample(spec: SweepSpec):
 
 
 def _losses(config, truth, fitted_params, fitted_gate, X_density):
+    """The losses at the parametrisation of the fit closest to the truth (a two-expert
+    tanh or sigmoid gate has a second one that is not a gauge move:
+    :func:`moestats.losses.equivalent_parametrisations`)."""
+    candidates = [_losses_at(config, truth, p, fitted_gate, X_density)
+                  for p in equivalent_parametrisations(fitted_gate, fitted_params)]
+    return min(candidates, key=lambda c: (not np.isfinite(c[1]["voronoi"]),
+                                          c[1]["voronoi"]))
+
+
+def _losses_at(config, truth, fitted_params, fitted_gate, X_density):
     true_gate = truth.gate
     top_k = getattr(true_gate, "k_active", None)
     learned = fitted_gate.learns_temperature
