@@ -336,7 +336,8 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, InformationCriteriaMixin,
                 if len(starts) > self.n_keep:
                     starts, short = emem(gate, Xs, ys, starts, short_iter=self.short_iter,
                                          n_keep=self.n_keep, backend=backend,
-                                         var_floor=floor_s, sample_weight=weights)
+                                         var_floor=floor_s, sample_weight=weights,
+                                         space=space_s)
                     monitor.short_runs(short)
         traces = fit_starts(gate, Xs, ys, starts, solver=self.solver, tol=self.tol,
                             max_iter=self.max_iter, var_floor=floor_s, space=space_s,

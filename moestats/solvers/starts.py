@@ -128,7 +128,7 @@ def make_starts(gate, X, y, n_experts, n_starts, rng, var_floor, temperature=1.0
 
 
 def emem(gate, X, y, starts, *, short_iter=20, n_keep=1, backend="numpy", var_floor,
-         sample_weight=None):
+         sample_weight=None, space=None):
     """Short-run selection ("emEM"): ``short_iter`` EM iterations from every start,
     all at once (:func:`fit_em_batched`), the runs ranked by log-likelihood.
 
@@ -149,6 +149,9 @@ def emem(gate, X, y, starts, *, short_iter=20, n_keep=1, backend="numpy", var_fl
         Lower bound on the expert variances.
     sample_weight : ndarray (n,), optional
         Per-sample weights of the log-likelihood (as :func:`fit_em_batched`).
+    space : ParameterSpace, optional
+        The parameter space of the fit (bounds and structure): the short runs stay in
+        it, so they rank the starts on the model that is fitted.
 
     Returns
     -------
@@ -182,6 +185,7 @@ def emem(gate, X, y, starts, *, short_iter=20, n_keep=1, backend="numpy", var_fl
                                 np.broadcast_to(y, (m,) + y.shape), starts, tol=0.0,
                                 max_iter=short_iter, var_floor=var_floor,
                                 backend=backend, on_error="record", certify=False,
+                                space=space,
                                 sample_weight=None if sample_weight is None else
                                 np.broadcast_to(sample_weight, (m,) + y.shape))
     lls = np.array([t.log_likelihood if "error" not in t.events else -np.inf
