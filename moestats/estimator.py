@@ -24,7 +24,7 @@ from .solvers.monitor import FitMonitor as _Monitor
 from .solvers.run_starts import fit_starts, report_repairs
 from .solvers.scaling import Standardizer
 from .solvers.starts import emem, make_starts
-from .structure import n_pinned, structured_space
+from .structure import n_free, structured_space
 from .weights import check_sample_weight
 from .weights import positive_weight_rows as _positive_weight_rows
 
@@ -230,9 +230,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, InformationCriteriaMixin,
         less the slopes and variances a fitted structure pins or ties."""
         gate = getattr(self, "gate_", None) or make_gate(
             "softmax" if self.gate == "constant" else self.gate)
-        k = self.n_experts
-        return (gate.n_free_params(k, n_features) + k * (n_features + 2)
-                - n_pinned(getattr(self, "space_", None), k, n_features))
+        return n_free(gate, self.n_experts, n_features, getattr(self, "space_", None))
 
     # ------------------------------------------------------------------ fit
     def _space(self):
@@ -301,8 +299,7 @@ class GaussianMoE(PredictiveMixin, WaldInferenceMixin, InformationCriteriaMixin,
             self._space(), gate, self.gate, gate_features=self.gate_features,
             expert_features=self.expert_features, shared_variance=self.shared_variance,
             n_features=d, feature_names=getattr(self, "feature_names_in_", None))
-        n_params = gate.n_free_params(self.n_experts, d) + self.n_experts * (d + 2) - n_pinned(
-            space, self.n_experts, d)
+        n_params = n_free(gate, self.n_experts, d, space)
         if n < n_params:
             raise ValueError(
                 f"n_samples = {n} is smaller than the number of free parameters "

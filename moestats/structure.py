@@ -25,7 +25,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["resolve_features", "structured_space", "n_pinned"]
+__all__ = ["resolve_features", "structured_space", "n_pinned", "n_free"]
 
 
 def resolve_features(features, n_features, feature_names=None, name="gate_features"):
@@ -158,3 +158,18 @@ def n_pinned(space, n_experts, n_features):
     if space.shared_variance:
         out += k - 1
     return out
+
+
+def n_free(gate, n_experts, n_features, space=None):
+    """Free parameters of a model: the gate's (reference fixed), ``k (d + 2)`` expert
+    ones, less what the structure of ``space`` pins or ties (:func:`n_pinned`).
+
+    Examples
+    --------
+    >>> from moestats import SoftmaxGate
+    >>> from moestats.solvers import ParameterSpace
+    >>> n_free(SoftmaxGate(), 2, 1), n_free(SoftmaxGate(), 2, 1, ParameterSpace(gate_features=()))
+    (8, 7)
+    """
+    k, d = n_experts, n_features
+    return gate.n_free_params(k, d) + k * (d + 2) - n_pinned(space, k, d)

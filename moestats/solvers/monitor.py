@@ -39,9 +39,6 @@ class FitMonitor:
         self.verbose = int(verbose)
         self.offset = float(offset)
 
-    def __bool__(self):
-        return self.verbose > 0
-
     def short_runs(self, lls):
         """Report the log-likelihoods after the short runs of every start."""
         if self.verbose and lls is not None:
