@@ -225,6 +225,23 @@ def test_numba_results_do_not_depend_on_the_number_of_threads(nk, two_threads):
 
 
 # --------------------------------------------------------------------- get_backend
+@pytest.mark.parametrize("env, expected", [
+    ({}, "PASSIVE"),                                     # none chosen: passive waiting
+    ({"OMP_WAIT_POLICY": "active"}, "active"),          # the user's choice stands
+    ({"GOMP_SPINCOUNT": "1000"}, None),                 # so does a libgomp spin count
+])
+def test_importing_the_backends_sets_a_passive_openmp_wait_policy_unless_chosen(env, expected):
+    import os
+    import subprocess
+    import sys
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, moestats.backends; "
+         "print(os.environ.get('OMP_WAIT_POLICY'))"],
+        env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(expected)
+
+
 def test_get_backend_names_and_auto_rules(monkeypatch):
     assert available_backends()[0] == "numpy" and "numba" in available_backends()
     assert get_backend("numpy") == "numpy" and get_backend("numba") == "numba"

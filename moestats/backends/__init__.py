@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 
 __all__ = ["BACKENDS", "NUMBA_MIN_SAMPLE_REPLICATIONS", "BackendUnavailableError",
            "available_backends", "get_backend"]
@@ -35,6 +36,19 @@ BACKENDS = ("numpy", "numba", "cupy")
 #: over 1e4 samples; below that a NumPy fit takes milliseconds (under 25 ms at
 #: n = 1e4, k = 3).
 NUMBA_MIN_SAMPLE_REPLICATIONS = 10_000
+
+
+#: libgomp, the OpenMP runtime under Numba's ``omp`` threading layer, makes idle workers
+#: spin for about 3e5 iterations before they sleep. On a machine whose cores hold other
+#: work, every parallel kernel then waits for descheduled spinners: measured 11.7 ms per
+#: call of the observed-derivatives kernel (n = 1e4) with 2 threads, against 0.75 ms
+#: with passive waiting or 1 thread, and a 16-replicate bootstrap 79 s in-process against
+#: 6 s (2-core machine at load 4; ``benchmarks/bench_threads_under_load.py``). The policy
+#: is read once, when the runtime starts (the first parallel kernel), so it is set here,
+#: before any kernel runs, and only when the user has chosen none: results do not depend
+#: on it (the kernels reduce over fixed chunks whatever the threads).
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 class BackendUnavailableError(ImportError):

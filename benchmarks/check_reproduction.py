@@ -1,0 +1,160 @@
+"""Does ``moestats run <setup> --full`` reproduce the committed figure?
+
+Compares, task by task, the committed results table of a sweep
+(``figures/<name>-results.csv.gz``, the data behind the committed figure) with the store
+of a rerun of the same config (``moestats run simulations/<config>.toml --full --results
+<dir>``), and reports for every pair
+
+- the tasks both hold, and how many changed status (ok/failed) or certificate verdict;
+- the largest absolute log-likelihood difference, and how many fits moved by more than
+  the certificate's tolerance (1e-3 nats: another maximum);
+- the largest relative difference of the main loss, and how many fits moved by more
+  than 1e-3 relative;
+- the slope of the median main loss (certified fits) from each, and their difference.
+
+Usage::
+
+    python benchmarks/check_reproduction.py --pair softmax-exact-full=results/softmax-exact-full-v070 ...
+        [--out benchmarks/results/check_reproduction]
+
+Each ``--pair`` is ``<committed name>=<rerun results directory>``. Writes ``<out>.json``
+and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_em import load_average, machine_info  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ["fitted", "n", "replication"]
+LL_TOL = 1e-3
+LOSS_TOL = 1e-3
+
+
+def _rerun_frame(directory: Path) -> pd.DataFrame:
+    from moestats.simulation import ResultStore
+    paths = sorted(Path(directory).glob("*.sqlite"))
+    if not paths:
+        raise SystemExit(f"no store in {directory}")
+    store = ResultStore(paths[0], readonly=True)
+    try:
+        return store.to_frame()
+    finally:
+        store.close()
+
+
+def _certified(df):
+    return (df["status"] == "ok") & df["certified"].fillna(False).astype(bool)
+
+
+def _median_slope(df):
+    from moestats.rates import fit_rate
+    out = {}
+    for fitted, part in df.groupby("fitted"):
+        losses = part["loss"].astype(float).to_numpy()
+        bad = ~_certified(part).to_numpy() | ~np.isfinite(losses)
+        if np.unique(part["n"][~bad]).size < 2:
+            continue
+        out[fitted] = fit_rate(part["n"].to_numpy(float), losses, statistic="median",
+                               n_boot=0, failed=bad).slope
+    return out
+
+
+def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
+    """Task-by-task differences between two result tables of the same sweep."""
+    a = committed.set_index(KEYS)
+    b = rerun.set_index(KEYS)
+    common = a.index.intersection(b.index)
+    a, b = a.loc[common], b.loc[common]
+    both_ok = ((a["status"] == "ok") & (b["status"] == "ok")).to_numpy()
+    dll = np.abs(a["log_likelihood"].astype(float) - b["log_likelihood"].astype(float))
+    dll = dll.to_numpy()[both_ok]
+    la, lb = a["loss"].astype(float).to_numpy()[both_ok], b["loss"].astype(float).to_numpy()[both_ok]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(la - lb) / np.abs(la)
+    rel = rel[np.isfinite(rel)]
+    sa, sb = _median_slope(committed), _median_slope(rerun)
+    return dict(
+        committed_tasks=int(len(committed)), rerun_tasks=int(len(rerun)), common=int(len(common)),
+        status_changes=int((a["status"] != b["status"]).sum()),
+        certificate_changes=int((_certified(a) != _certified(b)).sum()),
+        max_abs_dll=float(dll.max()) if dll.size else None,
+        fits_dll_over_tol=int((dll > LL_TOL).sum()),
+        max_rel_dloss=float(rel.max()) if rel.size else None,
+        fits_rel_dloss_over_tol=int((rel > LOSS_TOL).sum()),
+        identical_loss=int((la == lb).sum()),
+        slopes={f: dict(committed=sa.get(f), rerun=sb.get(f)) for f in sorted(set(sa) | set(sb))},
+    )
+
+
+def _g(x, fmt=".1e"):
+    return "—" if x is None else format(x, fmt)
+
+
+def render(payload) -> str:
+    m = payload["machine"]
+    lines = [
+        "# Reruns against the committed results",
+        "",
+        f"Command: `{payload['command']}`. {m['timestamp_utc']}; {m.get('cpu_model')}, nproc "
+        f"{m.get('nproc')}, moestats {m.get('moestats')}; load {payload['load']}. Compares "
+        "the committed results table behind each figure (`figures/<name>-results.csv.gz`) with "
+        "the store of a rerun of its config, task by task (same seed, n and replication). "
+        f"'Another maximum': |Δℓ| > {LL_TOL} nats (the certificate's tolerance). Slope: OLS "
+        "of log(median main loss) on log n over the certified fits.",
+        "",
+        "| sweep | rerun | tasks in common | status changes | certificate changes | "
+        "max abs Δℓ | another maximum | max rel Δloss | rel Δloss > 1e-3 | loss bit-identical | "
+        "median slope: committed → rerun |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, (directory, r) in payload["pairs"].items():
+        slopes = "; ".join(
+            f"{f} {_g(s['committed'], '+.3f')} → {_g(s['rerun'], '+.3f')}"
+            for f, s in r["slopes"].items())
+        lines.append(
+            f"| {name} | `{directory}` | {r['common']} of {r['committed_tasks']} | "
+            f"{r['status_changes']} | {r['certificate_changes']} | {_g(r['max_abs_dll'])} | "
+            f"{r['fits_dll_over_tol']} | {_g(r['max_rel_dloss'])} | "
+            f"{r['fits_rel_dloss_over_tol']} | {r['identical_loss']} | {slopes} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pair", action="append", required=True,
+                    help="<committed name>=<rerun results directory>")
+    ap.add_argument("--figures", type=Path, default=ROOT / "figures")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/check_reproduction")
+    args = ap.parse_args(argv)
+    pairs = {}
+    for item in args.pair:
+        name, sep, directory = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--pair must be <name>=<directory>, got {item!r}")
+        table = args.figures / f"{name}-results.csv.gz"
+        if not table.exists():
+            raise SystemExit(f"no committed results table {table}")
+        committed = pd.read_csv(table)
+        pairs[name] = (directory, compare(committed, _rerun_frame(Path(directory))))
+    payload = dict(command="python benchmarks/check_reproduction.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv), machine=machine_info(), load=load_average(),
+        pairs=pairs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
+    args.out.with_suffix(".md").write_text(render(payload))
+    print(render(payload))
+
+
+if __name__ == "__main__":
+    main()
