@@ -9,9 +9,9 @@ sweeps by one decade and measures the slopes there.
 For each config in :data:`CASES` it
 
 1. writes a copy of the shipped config whose ``[full]`` grid is ``{min = 1e5, max = 1e6,
-   num = 6}`` (same seed, truth, fitted models, start protocol, solver, certificate and
-   Θ; only the sample sizes differ) to ``<results>/large-n/<config>.toml``;
-2. runs it with ``moestats run <that file> --full`` into ``<results>/large-n/<config>/``
+   num = 6}`` and the replications of :data:`CASES` (same seed, truth, fitted models, start
+   protocol, solver, certificate and Θ) to ``<results>/large-n/<config>-r<replications>.toml``;
+2. runs it with ``moestats run <that file> --full`` into ``<results>/large-n/<config>-r<R>/``
    (resumable: rerunning the script continues where it stopped; ``--batch-size 8`` keeps
    a batch of n = 1e6 data sets in memory);
 3. reads that store and the config's full-form store ``<results>/<config>-full/`` (the
@@ -49,27 +49,35 @@ from bench_em import load_average, machine_info  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "check_large_n"
 
-#: (config, fitted models, loss columns) looked into
+#: (config, fitted models, loss columns, replications per size at n >= 1e5): gelu and
+#: sigmoid take 200 (their fits cost ~0.1 s at n = 1e5, and the one-decade interval of a
+#: median slope from 40 replications is about +-0.15 wide); the tanh config 40 (its k = 3
+#: fits cost ~5 s each at n = 1e6)
 CASES = [
-    ("activation-gelu", ("k2-gelu",), ("loss",)),
-    ("activation-sigmoid", ("k2-sigmoid",), ("loss", "loss_voronoi_ratio")),
-    ("activation", ("k2-tanh", "k3-tanh"), ("loss", "loss_voronoi_ratio")),
+    ("activation-gelu", ("k2-gelu",), ("loss",), 200),
+    ("activation-sigmoid", ("k2-sigmoid",), ("loss", "loss_voronoi_ratio"), 200),
+    ("activation", ("k2-tanh", "k3-tanh"), ("loss", "loss_voronoi_ratio"), 40),
 ]
 LARGE_GRID = "{ min = 100000, max = 1000000, num = 6 }"
 THEORY = -0.5
 
 
-def large_config(config: str, results: Path) -> Path:
-    """Write the shipped ``config`` with its ``[full]`` grid moved to 1e5..1e6."""
+def _store_dir(results: Path, config: str, replications: int) -> Path:
+    return results / "large-n" / f"{config}-r{replications}"
+
+
+def large_config(config: str, results: Path, replications: int) -> Path:
+    """Write the shipped ``config`` with its ``[full]`` form moved to 1e5..1e6."""
     text = (ROOT / "simulations" / f"{config}.toml").read_text()
-    full = re.search(r"^\[full\]\s*\nsample_sizes\s*=\s*\{[^}]*\}", text, flags=re.M)
+    full = re.search(r"^\[full\]\s*\nsample_sizes\s*=\s*\{[^}]*\}\s*\nreplications\s*=\s*\d+",
+                     text, flags=re.M)
     if full is None:
-        raise SystemExit(f"{config}.toml: no [full] sample_sizes table to replace")
-    text = (text[:full.start()] + f"[full]\nsample_sizes = {LARGE_GRID}"
-            + text[full.end():])
+        raise SystemExit(f"{config}.toml: no [full] sample_sizes and replications to replace")
+    text = (text[:full.start()] + f"[full]\nsample_sizes = {LARGE_GRID}\n"
+            f"replications = {replications}" + text[full.end():])
     text = re.sub(r'^description = "(.*)"$', r'description = "\1 (n = 1e5 to 1e6)"', text,
                   count=1, flags=re.M)
-    path = results / "large-n" / f"{config}.toml"
+    path = _store_dir(results, config, replications).with_suffix(".toml")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
@@ -77,10 +85,10 @@ def large_config(config: str, results: Path) -> Path:
 
 def run_sweeps(results: Path, n_jobs: int) -> dict:
     walls = {}
-    for config, _, _ in CASES:
-        path = large_config(config, results)
+    for config, _, _, reps in CASES:
+        path = large_config(config, results, reps)
         cmd = ["moestats", "run", str(path), "--full", "--n-jobs", str(n_jobs),
-               "--batch-size", "8", "--results", str(results / "large-n" / config),
+               "--batch-size", "8", "--results", str(_store_dir(results, config, reps)),
                "--no-report", "--no-progress"]
         print("$", shlex.join(cmd), flush=True)
         t0 = time.perf_counter()
@@ -149,14 +157,14 @@ def decade_slopes(df, fitted, column, n_boot=1000, seed=0):
 def analyse(results: Path) -> list:
     import pandas as pd
     out = []
-    for config, fitteds, columns in CASES:
+    for config, fitteds, columns, reps in CASES:
         full = _frame(results / f"{config}-full")
-        large = _frame(results / "large-n" / config)
+        large = _frame(_store_dir(results, config, reps))
         both = pd.concat([full, large], ignore_index=True).drop_duplicates(
             subset=["fitted", "n", "replication"])
         for fitted in fitteds:
             part = large[large.fitted == fitted]
-            entry = dict(config=config, fitted=fitted,
+            entry = dict(config=config, fitted=fitted, replications=reps,
                          overlap=overlap_check(full, large, fitted, columns),
                          large_n_fits=int(len(part)),
                          large_n_uncertified=int(_excluded(part).sum()),
@@ -184,9 +192,10 @@ def render(payload) -> str:
         f"nproc {m.get('nproc')}, moestats {m.get('moestats')}; load average before "
         f"{payload['load_before']}, after {payload['load_after']}.",
         "",
-        "Each config's full form (n = 1e2 to 1e5) is extended by a sweep of the same config "
-        "at n = 1e5 to 1e6 (6 log-spaced sizes x 40 replications; same seed, truth, start, "
-        "certificate and Θ). Slopes: OLS of log(median loss) on log n over the stated range, "
+        "Each config's full form (n = 1e2 to 1e5, 40 replications per size) is extended by a "
+        "sweep of the same config at n = 1e5 to 1e6 (6 log-spaced sizes, replications as "
+        "listed; same seed, truth, start, certificate and Θ: its first 40 replications at "
+        "n = 1e5 are the full form's). Slopes: OLS of log(median loss) on log n over the stated range, "
         "certified fits only, stratified bootstrap 95% intervals (1000 resamples). "
         f"Theory: {THEORY}.",
         "",
@@ -207,12 +216,12 @@ def render(payload) -> str:
                            f"{_fmt(w['slope'])} [{_fmt(w['ci_low'])}, {_fmt(w['ci_high'])}]")
             lines.append(f"| {e['config']} | {e['fitted']} | {col} ({d['gauge']}) | "
                          + " | ".join(row) + " |")
-    lines += ["", "| config | fitted | fits at n ≥ 1e5 | uncertified | CPU s | "
+    lines += ["", "| config | fitted | replications per size at n ≥ 1e5 | fits | uncertified | CPU s | "
               "tasks shared with the full store | max relative loss difference there |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in payload["entries"]:
         o = e["overlap"]
-        lines.append(f"| {e['config']} | {e['fitted']} | {e['large_n_fits']} | "
+        lines.append(f"| {e['config']} | {e['fitted']} | {e['replications']} | {e['large_n_fits']} | "
                      f"{e['large_n_uncertified']} | {e['large_n_cpu_s']:.0f} | {o['tasks']} | "
                      f"{o['max_rel_diff']:.1e} |")
     return "\n".join(lines) + "\n"

@@ -225,6 +225,7 @@ def test_report_writes_per_cell_outputs_and_markdown(report_store, tmp_path):
     line = [l for l in md.splitlines() if "| k3 |" in l][0]
     assert "D2 (slope)" in line and "| 3 / 1 / 32 |" in line
     assert "median, last decade" in md.splitlines()[0]
+    assert line.endswith(f"| {spec().as_dict()['moestats_version']} |")
     assert len(rates) == 3
 
 

@@ -234,13 +234,14 @@ def results_markdown(slopes_files) -> str:
     One row per (setup, form, start protocol, fitted configuration, loss column): the
     loss with its
     gauge, the theory slope, the slope of the mean and of the median with their 95%
-    intervals, the median's slope over the last decade of n, and the uncertified and
-    failed fit counts (the slopes are over the certified fits).
+    intervals, the median's slope over the last decade of n, the uncertified and
+    failed fit counts (the slopes are over the certified fits), and the moestats
+    version that made the sweep.
     """
     lines = ["| setup | form | start | fitted | loss (gauge) | theory slope | "
              "slope of mean [95% CI] | slope of median [95% CI] | median, last decade | "
-             "uncertified / failed / fits |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "uncertified / failed / fits | moestats |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in slopes_files:
         data = json.loads(Path(path).read_text())
         spec = data["spec"]
@@ -268,5 +269,5 @@ def results_markdown(slopes_files) -> str:
                 f"{fitted} | {lname} | {theory_txt} | "
                 f"{_fmt_slope(mean)} | {_fmt_slope(median)} | "
                 f"{_fmt_slope(median, 'decade_slope', 'decade_ci_low', 'decade_ci_high')} | "
-                f"{counts} |")
+                f"{counts} | {spec.get('moestats_version', '—')} |")
     return "\n".join(lines) + "\n"
