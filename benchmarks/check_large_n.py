@@ -45,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_em import load_average, machine_info  # noqa: E402
+from check_reproduction import store_frame  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "check_large_n"
@@ -97,18 +98,6 @@ def run_sweeps(results: Path, n_jobs: int) -> dict:
     return walls
 
 
-def _frame(directory: Path):
-    from moestats.simulation import ResultStore
-    paths = sorted(directory.glob("*.sqlite"))
-    if not paths:
-        raise SystemExit(f"no store in {directory}: run the sweep first")
-    store = ResultStore(paths[0], readonly=True)
-    try:
-        return store.to_frame()
-    finally:
-        store.close()
-
-
 def _excluded(part):
     return ((part["status"] != "ok").to_numpy()
             | (part["certified"] == False).fillna(False).to_numpy(bool))  # noqa: E712
@@ -158,8 +147,8 @@ def analyse(results: Path) -> list:
     import pandas as pd
     out = []
     for config, fitteds, columns, reps in CASES:
-        full = _frame(results / f"{config}-full")
-        large = _frame(_store_dir(results, config, reps))
+        full = store_frame(results / f"{config}-full")
+        large = store_frame(_store_dir(results, config, reps))
         both = pd.concat([full, large], ignore_index=True).drop_duplicates(
             subset=["fitted", "n", "replication"])
         for fitted in fitteds:

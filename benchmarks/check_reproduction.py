@@ -41,11 +41,12 @@ LL_TOL = 1e-3
 LOSS_TOL = 1e-3
 
 
-def _rerun_frame(directory: Path) -> pd.DataFrame:
+def store_frame(directory: Path) -> pd.DataFrame:
+    """All results of the one store in a sweep's results ``directory`` (read-only)."""
     from moestats.simulation import ResultStore
     paths = sorted(Path(directory).glob("*.sqlite"))
     if not paths:
-        raise SystemExit(f"no store in {directory}")
+        raise SystemExit(f"no store in {directory}: run the sweep first")
     store = ResultStore(paths[0], readonly=True)
     try:
         return store.to_frame()
@@ -146,7 +147,7 @@ def main(argv=None):
         if not table.exists():
             raise SystemExit(f"no committed results table {table}")
         committed = pd.read_csv(table)
-        pairs[name] = (directory, compare(committed, _rerun_frame(Path(directory))))
+        pairs[name] = (directory, compare(committed, store_frame(Path(directory))))
     payload = dict(command="python benchmarks/check_reproduction.py " + shlex.join(
         sys.argv[1:] if argv is None else argv), machine=machine_info(), load=load_average(),
         pairs=pairs)

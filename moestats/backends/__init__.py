@@ -42,8 +42,8 @@ NUMBA_MIN_SAMPLE_REPLICATIONS = 10_000
 #: spin for about 3e5 iterations before they sleep. On a machine whose cores hold other
 #: work, every parallel kernel then waits for descheduled spinners: measured 11.7 ms per
 #: call of the observed-derivatives kernel (n = 1e4) with 2 threads, against 0.75 ms
-#: with passive waiting or 1 thread, and a 16-replicate bootstrap 79 s in-process against
-#: 6 s (2-core machine at load 4; ``benchmarks/bench_threads_under_load.py``). The policy
+#: with passive waiting, and a softmax fit at n = 2e4 4.4 s against 0.8 s (2-core machine
+#: at load 4.5; ``benchmarks/bench_threads_under_load.py``). The policy
 #: is read once, when the runtime starts (the first parallel kernel), so it is set here,
 #: before any kernel runs, and only when the user has chosen none: results do not depend
 #: on it (the kernels reduce over fixed chunks whatever the threads).
