@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 #: public name -> the submodule that defines it
 _LAZY = {

@@ -157,8 +157,12 @@ def test_logit_selection_moves_the_intercepts():
     assert abs(boundary - 0.3) < 0.05
 
 
+KERNELS = ["numpy", "numba"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("selection", ["slope", "logit"])
-def test_top2_of_3_never_decreases(selection):
+def test_top2_of_3_never_decreases(selection, kernel):
     rng = np.random.default_rng(11)
     gate = TopKGate(2, selection=selection)
     for _ in range(3):
@@ -171,7 +175,7 @@ def test_top2_of_3_never_decreases(selection):
         previous = topk_log_likelihood(gate, X, log_expert, coef, intercept)
         for sweeps in (1, 2, 4):
             c, b, gain, n_passes = selection_line_search(
-                gate, X, log_expert, coef, intercept, max_sweeps=sweeps)
+                gate, X, log_expert, coef, intercept, max_sweeps=sweeps, kernel=kernel)
             L = topk_log_likelihood(gate, X, log_expert, c, b)
             assert L >= previous - 1e-9
             assert gain >= 0
@@ -183,7 +187,8 @@ def test_top2_of_3_never_decreases(selection):
             assert np.all(b == intercept)
 
 
-def test_top2_improves_a_misplaced_selection():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_top2_improves_a_misplaced_selection(kernel):
     rng = np.random.default_rng(5)
     gate = TopKGate(2)
     X = rng.uniform(-1, 1, size=(500, 2))
@@ -194,11 +199,12 @@ def test_top2_improves_a_misplaced_selection():
     start[-1] = 0
     zero = np.zeros(4)
     L_start = topk_log_likelihood(gate, X, log_expert, start, zero)
-    c, b, gain, _ = selection_line_search(gate, X, log_expert, start, zero)
+    c, b, gain, _ = selection_line_search(gate, X, log_expert, start, zero, kernel=kernel)
     assert gain > 10 and topk_log_likelihood(gate, X, log_expert, c, b) > L_start + 10
 
 
-def test_ties_duplicates_and_zero_features():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_ties_duplicates_and_zero_features(kernel):
     rng = np.random.default_rng(2)
     X = np.repeat(np.round(rng.uniform(-1, 1, size=(40, 2)), 1), 5, axis=0)
     X[:, 1] = 0.0  # a feature that never moves anything
@@ -209,7 +215,8 @@ def test_ties_duplicates_and_zero_features():
         coef = np.array([[0.5, 0.0], [0.5, 0.0], [0.0, 0.0]])  # rows 0 and 1 tie everywhere
         intercept = np.zeros(3)
         L0 = topk_log_likelihood(gate, X, log_expert, coef, intercept)
-        c, b, gain, _ = selection_line_search(gate, X, log_expert, coef, intercept)
+        c, b, gain, _ = selection_line_search(gate, X, log_expert, coef, intercept,
+                                              kernel=kernel)
         L = topk_log_likelihood(gate, X, log_expert, c, b)
         assert np.all(np.isfinite(c)) and np.all(np.isfinite(b))
         assert L >= L0 and L - L0 == pytest.approx(gain, abs=1e-8)
@@ -246,8 +253,9 @@ def test_infinite_and_nan_log_densities():
     assert g0 == 0.0 and np.all(c0 == start)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("selection", ["slope", "logit"])
-def test_top2_with_infinite_log_densities(selection):
+def test_top2_with_infinite_log_densities(selection, kernel):
     rng = np.random.default_rng(8)
     gate = TopKGate(2, selection=selection)
     X = rng.uniform(-1, 1, size=(200, 2))
@@ -262,7 +270,7 @@ def test_top2_with_infinite_log_densities(selection):
         return sum(topk_log_likelihood(gate, X[i:i + 1], log_expert[i:i + 1], c, b) == -np.inf
                    for i in range(200))
 
-    c, b, gain, _ = selection_line_search(gate, X, log_expert, coef, intercept)
+    c, b, gain, _ = selection_line_search(gate, X, log_expert, coef, intercept, kernel=kernel)
     assert np.all(np.isfinite(c)) and np.all(np.isfinite(b))
     # L = -inf before and after, but fewer samples have density 0: an infinite gain
     assert gain == np.inf
@@ -317,12 +325,77 @@ def test_all_experts_active_is_a_no_op():
     (dict(directions=np.zeros((2, 3, 2))), "directions"),
     (dict(max_sweeps=-1), "max_sweeps"),
     (dict(min_gain=-1.0), "min_gain"),
+    (dict(kernel="cuda"), "kernel"),
 ])
 def test_bad_inputs(kwargs, match):
     args = dict(gate=TopKGate(1), X=np.zeros((5, 2)), log_expert=np.zeros((5, 3)),
                 gate_coef=np.zeros((3, 2)), gate_intercept=np.zeros(3))
-    options = {key: kwargs.pop(key) for key in ("directions", "max_sweeps", "min_gain")
+    options = {key: kwargs.pop(key) for key in ("directions", "max_sweeps", "min_gain", "kernel")
                if key in kwargs}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         selection_line_search(args.pop("gate"), *args.values(), **options)
+
+
+def line_inputs(rng, n):
+    """Random inputs of the K >= 2 candidate evaluation, with infinities and exact ties."""
+    f, c, m = rng.normal(size=(3, n))
+    f[:5] = 0.0  # samples that never move
+    m[5:10] = c[5:10]  # ties at t = 0, decided by the index
+    lower = rng.uniform(size=n) < 0.5
+    num_top, den_top, s_ej, s, value_out = rng.normal(size=(5, n))
+    s_ej[10:15] = -np.inf  # j has density 0 there
+    num_top[12:14] = -np.inf  # and so do the top K - 1 others: v = -inf when j is in
+    value_out[15:20] = -np.inf
+    value_out[20] = np.inf
+    s_ej[21] = np.inf
+    den_top[22] = s[22]  # logaddexp of equal arguments
+    return f, c, m, lower, num_top, den_top, s_ej, s, value_out
+
+
+def test_compiled_candidate_gains_match_the_numpy_reference():
+    from moestats.backends.numba_selection import topk_line_gains
+    from moestats.solvers.selection_search import _numpy_line_gains
+    rng = np.random.default_rng(21)
+    for n in (1, 37, 5000):
+        args = line_inputs(rng, max(n, 23))
+        ts = np.concatenate([[0.0], rng.normal(scale=3.0, size=40), [1e300, -1e300]])
+        ref = _numpy_line_gains(ts, *args)
+        got = topk_line_gains(ts, *args)
+        assert np.array_equal(got[:, :2], ref[:, :2])  # the counts of infinite densities
+        scale = np.sum(np.abs(np.where(np.isfinite(args[-1]), args[-1], 0.0))) + 1.0
+        np.testing.assert_allclose(got[:, 2], ref[:, 2], rtol=0, atol=1e-13 * scale)
+        assert np.all(got[0] == 0.0)  # t = 0 gains nothing
+
+
+def test_compiled_candidate_gains_do_not_depend_on_threads():
+    import numba
+    from moestats.backends.numba_selection import topk_line_gains
+    rng = np.random.default_rng(22)
+    args = line_inputs(rng, 3000)
+    ts = rng.normal(size=33)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = topk_line_gains(ts, *args)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = topk_line_gains(ts, *args)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(one, many)
+
+
+@pytest.mark.parametrize("selection", ["slope", "logit"])
+def test_both_kernels_take_the_same_steps(selection):
+    rng = np.random.default_rng(23)
+    gate = TopKGate(2, selection=selection)
+    for _ in range(4):
+        X = rng.uniform(-1, 1, size=(400, 2))
+        log_expert = rng.normal(scale=2.0, size=(400, 4))
+        coef = np.vstack([rng.normal(size=(3, 2)), np.zeros((1, 2))])
+        intercept = np.append(rng.normal(size=3), 0.0)
+        ref = selection_line_search(gate, X, log_expert, coef, intercept, kernel="numpy")
+        got = selection_line_search(gate, X, log_expert, coef, intercept, kernel="numba")
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-12)
+        np.testing.assert_allclose(got[1], ref[1], rtol=1e-12)
+        assert got[2] == pytest.approx(ref[2], abs=1e-9) and got[3] == ref[3]

@@ -34,6 +34,7 @@ from .batched_params import _FIELDS, BatchedParams, ParamLayout, as_batched
 from .expert_step import ReplicationError, expert_step
 from .finish import newton_finish
 from .gate_steps import SAFE_STEPS, gate_step_batched
+from .selection_search import kernel_for_backend
 from .space import ParameterSpace
 from .trace import FitTrace
 
@@ -331,7 +332,8 @@ def _fit_em_batched(gate, X, y, init, *, tol=1e-6, max_iter=2000, var_floor=1e-8
             gate, Xh, yh, sub, lo[rows], hi[rows], max_iter=finish_max_iter,
             certify_tol=certify_tol, tie=space.tie_matrix(ParamLayout(gate, k, d)),
             derivatives=lambda Psub, idx, order: ops.observed_derivatives(
-                gate, Psub, rows[idx], order))
+                gate, Psub, rows[idx], order),
+            selection_kernel=kernel_for_backend(ops.name))
         P.put(rows, sub)
         for a, r in enumerate(rows):
             lls[r].extend(values[a][1:])

@@ -128,7 +128,7 @@ class _TiedLayout:
 
 
 def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
-                  derivatives=None, sample_weight=None, tie=None):
+                  derivatives=None, sample_weight=None, tie=None, selection_kernel="numpy"):
     """Maximise the observed likelihood of R replications from ``P``; certify the endpoints.
 
     Parameters
@@ -157,6 +157,9 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
         the finish and the certificate work in :math:`\\varphi` with
         :math:`\\theta = J\\varphi` (pinned slopes left out, tied variances one
         coordinate).
+    selection_kernel : {"numpy", "numba"}
+        Candidate evaluation of the top-K boundary searches
+        (:func:`~moestats.solvers.selection_search.selection_line_search`'s ``kernel``).
 
     Returns
     -------
@@ -252,7 +255,8 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
         theta = ascend(theta, lo, hi, max_rejections=8).theta
         res = ascend(theta, *slopes_fixed(theta))
         moved = L.unpack(res.theta, template)
-        passes[:] += _move_selection(gate, X, y, moved, lo, hi, max_sweeps=2)
+        passes[:] += _move_selection(gate, X, y, moved, lo, hi, max_sweeps=2,
+                                     kernel=selection_kernel)
         theta = L.pack(moved)
         after = value(theta, all_rows)
         passes[:] += 1

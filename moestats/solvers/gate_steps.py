@@ -228,7 +228,7 @@ def _pin_unidentified(gate, P, rows, lo, hi):
     return lo, hi
 
 
-def _move_selection(gate, X, y, sub, lo, hi, max_sweeps=10):
+def _move_selection(gate, X, y, sub, lo, hi, max_sweeps=10, kernel="numpy"):
     """Exact line searches of the selection boundaries, per replication (updates ``sub``)."""
     from .selection_search import selection_line_search
     from .derivatives import _expert_log_density
@@ -237,7 +237,7 @@ def _move_selection(gate, X, y, sub, lo, hi, max_sweeps=10):
     for a in range(len(sub)):
         coef, intercept, _, used = selection_line_search(
             gate, X[a], log_phi[a], sub.gate_coef[a], sub.gate_intercept[a],
-            max_sweeps=max_sweeps)
+            max_sweeps=max_sweeps, kernel=kernel)
         bound = hi[a, 0] if hi.shape[1] else np.inf
         sub.gate_coef[a] = np.clip(coef, -bound, bound)
         sub.gate_intercept[a] = np.clip(intercept, -bound, bound)
@@ -312,7 +312,9 @@ def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-1
         # for K >= 2 Newton already moves the selection, and the finish searches it
         X, y = ops.data.take(rows)
         sub = P.take(rows)
-        passes += _move_selection(gate, X, y, sub, lo, hi, max_sweeps=1)
+        from .selection_search import kernel_for_backend
+        passes += _move_selection(gate, X, y, sub, lo, hi, max_sweeps=1,
+                                  kernel=kernel_for_backend(ops.name))
         P.put(rows, sub)
     return passes
 

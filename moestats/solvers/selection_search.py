@@ -16,7 +16,7 @@ import numpy as np
 from ..backends.numpy_kernels import row_logsumexp
 from ..gates.topk import TopKGate, top_k_mask
 
-__all__ = ["selection_line_search", "topk_log_likelihood"]
+__all__ = ["kernel_for_backend", "selection_line_search", "topk_log_likelihood"]
 
 #: breakpoints examined on each side of t = 0 (K >= 2)
 _N_SIDE = 16
@@ -147,7 +147,60 @@ def _best(keys, points, tol):
 
 
 @_quiet
-def _topk_step(k_active, sel, logits, ell, j, f, tol):
+def _numpy_line_gains(ts, f, c, m, lower, num_top, den_top, s_ej, s, value_out):
+    """Key gains of the candidate steps ``ts`` over t = 0 (NumPy reference).
+
+    The arguments and the result are those of
+    :func:`moestats.backends.numba_selection.topk_line_gains`, whose docstring gives
+    the formula: per sample, :math:`v_i(t)` is the density with j selected or with the
+    K-th other expert, whichever ranks higher at step t; the gain is summed per sample
+    as :math:`\\operatorname{fin} v_i(t) - \\operatorname{fin} v_i(0)`.
+    """
+    def values(t):
+        step = t[:, None] * f
+        in_j = (c + step > m) | ((c + step == m) & lower)
+        value_in = np.logaddexp(num_top, s_ej + step) - np.logaddexp(den_top, s + step)
+        return np.where(in_j, value_in, value_out)
+
+    def finite(v):
+        return np.where(np.isfinite(v), v, 0.0)
+
+    v0 = values(np.zeros(1))
+    gains = np.empty((ts.size, 3))
+    block = max(1, _BLOCK // max(1, f.size))
+    for b in range(0, ts.size, block):
+        v = values(ts[b:b + block])
+        gains[b:b + block, 0] = np.sum(v == np.inf, axis=1) - np.sum(v0 == np.inf)
+        gains[b:b + block, 1] = np.sum(v0 == -np.inf) - np.sum(v == -np.inf, axis=1)
+        gains[b:b + block, 2] = np.sum(finite(v) - finite(v0), axis=1)
+    return gains
+
+
+def kernel_for_backend(backend):
+    """The candidate evaluation a fit on ``backend`` uses: "numpy" for the NumPy reference,
+    else "numba" when Numba runs here (the search runs on the host for every backend).
+
+    Examples
+    --------
+    >>> kernel_for_backend("numpy")
+    'numpy'
+    """
+    if backend == "numpy":
+        return "numpy"
+    from ..backends import _probe
+    return "numba" if _probe("numba") is None else "numpy"
+
+
+def _line_gains(kernel):
+    """The candidate evaluation of ``kernel`` ("numpy" or "numba")."""
+    if kernel == "numba":
+        from ..backends.numba_selection import topk_line_gains
+        return topk_line_gains
+    return _numpy_line_gains
+
+
+@_quiet
+def _topk_step(k_active, sel, logits, ell, j, f, tol, kernel="numpy"):
     """Best of a finite candidate set of steps along ``f`` for row j (K >= 2); (t, passes).
 
     Along the line only column j moves, so sample i's support is the top K - 1 other
@@ -187,22 +240,11 @@ def _topk_step(k_active, sel, logits, ell, j, f, tol):
     rows, top, kth = idx[:, None], ranked[idx, :k_active - 1], kth[idx]
     num_top = row_logsumexp(logits[rows, top] + ell[rows, top])
     den_top = row_logsumexp(logits[rows, top])
-    c, s, fi, mi, s_ej = sel[idx, j], logits[idx, j], f[idx], m[idx], logits[idx, j] + ell[idx, j]
     alt = logits[idx, kth]
     value_out = np.logaddexp(num_top, alt + ell[idx, kth]) - np.logaddexp(den_top, alt)
-
-    @_quiet
-    def sample_values(ts):
-        step = ts[:, None] * fi
-        in_j = (c + step > mi) | ((c + step == mi) & (j < kth))
-        value_in = np.logaddexp(num_top, s_ej + step) - np.logaddexp(den_top, s + step)
-        return np.where(in_j, value_in, value_out)
-
-    base = _key(sample_values(np.zeros(1)))[0]
-    gains = np.empty((cands.size, 3))
-    block = max(1, _BLOCK // max(1, idx.size))
-    for b in range(0, cands.size, block):
-        gains[b:b + block] = _key(sample_values(cands[b:b + block])) - base
+    line = (f[idx], sel[idx, j], m[idx], j < kth, num_top, den_top, logits[idx, j] + ell[idx, j],
+            logits[idx, j], value_out)
+    gains = _line_gains(kernel)(cands, *line)
     best = _best(gains, cands, tol)
     if best is None or _gain(gains[best], np.zeros(3)) <= tol:
         return None, 2 + cands.size
@@ -234,7 +276,7 @@ def _validate(gate, X, log_expert, gate_coef, gate_intercept):
 
 
 def selection_line_search(gate, X, log_expert, gate_coef, gate_intercept, *, max_sweeps=10,
-                          min_gain=1e-9, directions=None, rng=None):
+                          min_gain=1e-9, directions=None, rng=None, kernel="numpy"):
     """Increase the top-K log-likelihood with the experts fixed, by line searches in the gate.
 
     Maximises :math:`L(\\beta) = \\sum_i \\log \\sum_{j \\in S(x_i)} w_{ij}\\, \\phi_{ij}`
@@ -283,6 +325,10 @@ def selection_line_search(gate, X, log_expert, gate_coef, gate_intercept, *, max
         directions per sweep from ``rng``.
     rng : numpy.random.Generator or int, optional
         Used only when ``directions`` is an int.
+    kernel : {"numpy", "numba"}, default="numpy"
+        Evaluation of the K >= 2 candidates: the NumPy reference or the compiled
+        :func:`moestats.backends.numba_selection.topk_line_gains` (same values up to
+        rounding; about 5-10 times faster, in parallel over the candidates).
 
     Returns
     -------
@@ -319,6 +365,8 @@ def selection_line_search(gate, X, log_expert, gate_coef, gate_intercept, *, max
         raise ValueError(f"max_sweeps must be an integer >= 0, got {max_sweeps!r}")
     if not np.isfinite(min_gain) or min_gain < 0:
         raise ValueError(f"min_gain must be finite and >= 0, got {min_gain!r}")
+    if kernel not in ("numpy", "numba"):
+        raise ValueError(f'kernel must be "numpy" or "numba", got {kernel!r}')
     if isinstance(directions, Integral) and directions < 0:
         raise ValueError(f"directions must be >= 0 when an int, got {directions}")
     if directions is not None and not isinstance(directions, Integral):
@@ -349,7 +397,7 @@ def selection_line_search(gate, X, log_expert, gate_coef, gate_intercept, *, max
             if K == 1:
                 t, p = _top1_step(sel, ell, j, f, key, min_gain)
             else:
-                t, p = _topk_step(K, sel, logits, ell, j, f, min_gain)
+                t, p = _topk_step(K, sel, logits, ell, j, f, min_gain, kernel)
             passes += p
             if t is None:
                 continue
