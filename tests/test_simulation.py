@@ -149,6 +149,21 @@ def test_batched_sweep_matches_task_by_task_fits():
         assert row["init"] == single["init"]
 
 
+def test_topk_replication_does_not_depend_on_its_batch():
+    """The top-K finish runs its boundary rounds per replication: a replication that
+    certifies in a few rounds gets none of the rounds another in its batch still needs
+    (before 0.8.0 replication 5 here reached another point when batched)."""
+    from moestats.simulation import run_batch
+    spec = spec_from_setup("topk-over-k4", "quick")
+    tasks = [Task("k4-top2", 400, r) for r in (4, 5, 6)]  # 287, 7469, 26629 passes alone
+    rows = run_batch(spec, tasks)
+    for task, row in zip(tasks, rows):
+        alone = run_task(spec, task)
+        for key in ("params", "log_likelihood", "passes", "converged", "loss"):
+            assert row[key] == alone[key], (task, key)
+    assert len({row["passes"] for row in rows}) == 3  # rounds differ within the batch
+
+
 def test_batches_group_by_configuration_and_n_largest_first():
     from moestats.simulation import make_batches
     spec = small_spec(setup="topk-over", fitted=("k3-top2", "k3-top1"), replications=5)

@@ -215,12 +215,15 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
     passes = np.zeros(R, dtype=int)
     all_rows = np.arange(R)
 
-    def ascend(theta, lo_, hi_, max_rejections=30):
-        res = newton_ascent(derivs, value, theta, lo_, hi_, max_iter=max_iter,
-                            stop_gain=0.1 * certify_tol, max_rejections=max_rejections)
-        passes[:] += res.passes
-        for r in range(R):
-            values[r].extend(res.values[r][0 if not values[r] else 1:])
+    def ascend(theta, lo_, hi_, max_rejections=30, rows=all_rows):
+        """Newton from ``theta`` for the replications ``rows`` (theta, lo_, hi_ theirs)."""
+        res = newton_ascent(lambda th, idx: derivs(th, rows[idx]),
+                            lambda th, idx: value(th, rows[idx]), theta, lo_, hi_,
+                            max_iter=max_iter, stop_gain=0.1 * certify_tol,
+                            max_rejections=max_rejections)
+        passes[rows] += res.passes
+        for a, r in enumerate(rows):
+            values[r].extend(res.values[a][0 if not values[r] else 1:])
         return res
 
     def escape_saddles(res, lo_, hi_):
@@ -243,27 +246,33 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
     from .gate_steps import _move_selection
     slopes = L.gate_slope
 
-    def slopes_fixed(theta):
-        lo_f, hi_f = lo.copy(), hi.copy()
+    def slopes_fixed(theta, rows=all_rows):
+        lo_f, hi_f = lo[rows].copy(), hi[rows].copy()
         lo_f[:, slopes] = hi_f[:, slopes] = theta[:, slopes]
         return lo_f, hi_f
 
+    # Rounds run per replication until its boundary search gains at most a tenth of the
+    # tolerance: a replication's rounds do not depend on the others in the batch.
     boundary_gain = np.full(R, np.inf)
+    theta = theta.copy()
+    active = all_rows
     for _ in range(MAX_SELECTION_ROUNDS):
         # Newton on every coordinate (it moves the selection too), then on all but the
         # gate slopes (smooth: certifiable), then exact searches of the boundaries
-        theta = ascend(theta, lo, hi, max_rejections=8).theta
-        res = ascend(theta, *slopes_fixed(theta))
-        moved = L.unpack(res.theta, template)
-        passes[:] += _move_selection(gate, X, y, moved, lo, hi, max_sweeps=2,
-                                     kernel=selection_kernel)
-        theta = L.pack(moved)
-        after = value(theta, all_rows)
-        passes[:] += 1
-        boundary_gain = np.maximum(after - res.value, 0.0)
-        for r in np.nonzero(boundary_gain > 0)[0]:
-            values[r].append(float(after[r]))
-        if not np.any(boundary_gain > 0.1 * certify_tol):
+        sub = ascend(theta[active], lo[active], hi[active], max_rejections=8, rows=active).theta
+        res = ascend(sub, *slopes_fixed(sub, active), rows=active)
+        moved = L.unpack(res.theta, template.take(active))
+        passes[active] += _move_selection(gate, X[active], y[active], moved, lo[active],
+                                          hi[active], max_sweeps=2, kernel=selection_kernel)
+        theta[active] = L.pack(moved)
+        after = value(theta[active], active)
+        passes[active] += 1
+        gain = np.maximum(after - res.value, 0.0)
+        boundary_gain[active] = gain
+        for a in np.nonzero(gain > 0)[0]:
+            values[active[a]].append(float(after[a]))
+        active = active[gain > 0.1 * certify_tol]
+        if not active.size:
             break
     lo_f, hi_f = slopes_fixed(theta)
     res, probed = escape_saddles(ascend(theta, lo_f, hi_f), lo_f, hi_f)
