@@ -7,7 +7,8 @@ the log-likelihood at up to about 50 candidate steps. Stop 10's profile of a
 top-2-of-4 fit (n = 1e4, one thread) had 55% of the time in that evaluation in NumPy.
 This script measures, on one thread unless ``--threads`` says otherwise:
 
-- the evaluation alone: ``_numpy_line_gains`` (the reference) against
+- the evaluation alone: :func:`moestats.backends.numpy_kernels.topk_line_gains` (the
+  NumPy reference) against
   :func:`moestats.backends.numba_selection.topk_line_gains` on random inputs of n
   samples and 48 candidates, with the largest difference of the gains;
 - whole certified fits: sweep tasks of the ``topk-over-k4`` setup (top-1 truth, k = 4,
@@ -56,7 +57,7 @@ def _time(func, *args, repeat):
 
 def kernel_rows(sizes):
     from moestats.backends.numba_selection import topk_line_gains
-    from moestats.solvers.selection_search import _numpy_line_gains
+    from moestats.backends.numpy_kernels import topk_line_gains as _numpy_line_gains
     rng = np.random.default_rng(0)
     rows = []
     for n in sizes:

@@ -355,7 +355,7 @@ def line_inputs(rng, n):
 
 def test_compiled_candidate_gains_match_the_numpy_reference():
     from moestats.backends.numba_selection import topk_line_gains
-    from moestats.solvers.selection_search import _numpy_line_gains
+    from moestats.backends.numpy_kernels import topk_line_gains as _numpy_line_gains
     rng = np.random.default_rng(21)
     for n in (1, 37, 5000):
         args = line_inputs(rng, max(n, 23))

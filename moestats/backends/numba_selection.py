@@ -26,7 +26,7 @@ difference so that unchanged samples add exactly 0.
 
 The candidates run in parallel; each one sums its samples in order, so the result does
 not depend on the number of threads. The NumPy reference is
-:func:`moestats.solvers.selection_search._numpy_line_gains`; the two agree to rounding
+:func:`moestats.backends.numpy_kernels.topk_line_gains`; the two agree to rounding
 (the exponential and logarithm differ by an ulp or so, and NumPy sums pairwise).
 
 Examples

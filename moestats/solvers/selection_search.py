@@ -13,6 +13,7 @@ from numbers import Integral
 
 import numpy as np
 
+from ..backends import numpy_kernels
 from ..backends.numpy_kernels import row_logsumexp
 from ..gates.topk import TopKGate, top_k_mask
 
@@ -24,8 +25,6 @@ _N_SIDE = 16
 _GRID = 2.0 ** -np.arange(8)
 #: relative rounding of a score, in the width test of a top-1 segment
 _ROUNDING = 1e-10
-#: largest number of floats in one block of candidate evaluations (K >= 2)
-_BLOCK = 2_000_000
 
 
 def _quiet(func):
@@ -146,36 +145,6 @@ def _best(keys, points, tol):
     return int(idx[np.argmin(np.abs(points[idx]))])
 
 
-@_quiet
-def _numpy_line_gains(ts, f, c, m, lower, num_top, den_top, s_ej, s, value_out):
-    """Key gains of the candidate steps ``ts`` over t = 0 (NumPy reference).
-
-    The arguments and the result are those of
-    :func:`moestats.backends.numba_selection.topk_line_gains`, whose docstring gives
-    the formula: per sample, :math:`v_i(t)` is the density with j selected or with the
-    K-th other expert, whichever ranks higher at step t; the gain is summed per sample
-    as :math:`\\operatorname{fin} v_i(t) - \\operatorname{fin} v_i(0)`.
-    """
-    def values(t):
-        step = t[:, None] * f
-        in_j = (c + step > m) | ((c + step == m) & lower)
-        value_in = np.logaddexp(num_top, s_ej + step) - np.logaddexp(den_top, s + step)
-        return np.where(in_j, value_in, value_out)
-
-    def finite(v):
-        return np.where(np.isfinite(v), v, 0.0)
-
-    v0 = values(np.zeros(1))
-    gains = np.empty((ts.size, 3))
-    block = max(1, _BLOCK // max(1, f.size))
-    for b in range(0, ts.size, block):
-        v = values(ts[b:b + block])
-        gains[b:b + block, 0] = np.sum(v == np.inf, axis=1) - np.sum(v0 == np.inf)
-        gains[b:b + block, 1] = np.sum(v0 == -np.inf) - np.sum(v == -np.inf, axis=1)
-        gains[b:b + block, 2] = np.sum(finite(v) - finite(v0), axis=1)
-    return gains
-
-
 def kernel_for_backend(backend):
     """The candidate evaluation a fit on ``backend`` uses: "numpy" for the NumPy reference,
     else "numba" when Numba runs here (the search runs on the host for every backend).
@@ -196,7 +165,7 @@ def _line_gains(kernel):
     if kernel == "numba":
         from ..backends.numba_selection import topk_line_gains
         return topk_line_gains
-    return _numpy_line_gains
+    return _quiet(numpy_kernels.topk_line_gains)
 
 
 @_quiet
