@@ -137,3 +137,36 @@ def test_one_outlier_does_not_inflate_the_variance_floor():
         warnings.simplefilter("ignore")
         est = GaussianMoE(3, random_state=0).fit(X, y)
     assert est.expert_var_.min() < 1.0  # the regimes' variances are 0.09 and 0.16
+
+
+def test_saddle_escape_of_one_replication_leaves_the_others_alone():
+    """The finish probes negative curvature and climbs on per replication: a fit that
+    starts at the truth gets the same passes, values and endpoint alone and beside one
+    that starts on the saddle of identical experts (zero gradient: the pooled least-squares
+    fit, which only the probe can leave)."""
+    from moestats.solvers.finish import newton_finish
+    truth = get_setup("softmax-exact").truth
+    X, y = truth.sample(800, np.random.default_rng(3))
+    p = truth.params
+    design = np.column_stack([X, np.ones(len(y))])
+    beta = np.linalg.lstsq(design, y, rcond=None)[0]
+    var = np.mean((y - design @ beta) ** 2)
+    tied = MoEParams(np.zeros((2, 1)), np.zeros(2), np.repeat(beta[None, :1], 2, axis=0),
+                     np.full(2, beta[1]), np.full(2, var))
+    L = ParamLayout(SoftmaxGate(), 2, 1)
+    lo, hi = THEORY_SPACE.box(L)
+
+    def finish(starts):
+        P = BatchedParams.stack(starts)
+        R = len(starts)
+        values, passes, certs = newton_finish(SoftmaxGate(), np.repeat(X[None], R, 0),
+                                              np.repeat(y[None], R, 0), P, lo, hi)
+        return P, values, passes, certs
+
+    P1, values1, passes1, certs1 = finish([p])
+    P2, values2, passes2, certs2 = finish([p, tied])
+    assert P2.get(0) == P1.get(0) and values2[0] == values1[0] and passes2[0] == passes1[0]
+    assert certs2[0].certified and certs2[1].certified
+    # the tied start climbed off its saddle to the truth's maximum
+    assert values2[1][-1] == pytest.approx(values1[0][-1], abs=CERTIFY_TOL)
+    assert passes2[1] > passes2[0]

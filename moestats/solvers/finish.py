@@ -227,14 +227,22 @@ def newton_finish(gate, X, y, P, lo, hi, *, max_iter=200, certify_tol=1e-3,
         return res
 
     def escape_saddles(res, lo_, hi_):
+        """Probe negative curvature at ``res``; Newton on from the replications that
+        escaped (only those: a replication's probes do not depend on its batch)."""
+        theta, val, grad, hess = (a.copy() for a in (res.theta, res.value, res.grad, res.hess))
         probed = np.zeros(R, dtype=bool)
+        rows = all_rows
         for _ in range(MAX_SELECTION_ROUNDS):
-            theta, escaped, probed, used = probe_negative_curvature(
-                value, res.theta, res.grad, res.hess, lo_, hi_, certify_tol)
-            passes[:] += used
-            if not escaped.any():
+            moved, escaped, probed[rows], used = probe_negative_curvature(
+                lambda th, idx: value(th, rows[idx]), theta[rows], grad[rows], hess[rows],
+                lo_[rows], hi_[rows], certify_tol)
+            passes[rows] += used
+            moved, rows = moved[escaped], rows[escaped]
+            if not rows.size:
                 break
-            res = ascend(theta, lo_, hi_)
+            sub = ascend(moved, lo_[rows], hi_[rows], rows=rows)
+            theta[rows], val[rows], grad[rows], hess[rows] = sub.theta, sub.value, sub.grad, sub.hess
+        res.theta, res.value, res.grad, res.hess = theta, val, grad, hess
         return res, probed
 
     if not (isinstance(gate, TopKGate) and k > 1):
