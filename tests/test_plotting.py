@@ -498,8 +498,15 @@ def test_auto_window_scales_with_the_grid():
     ax = plot_local_slopes(results, n_boot=0).axes[0]
     [line] = [l for l in ax.get_lines() if l.get_gid() == "local:k2"]
     usable = np.unique(n).size
-    assert f"windows of {-(-usable // 8)} n" in line.get_label()
-    assert len(line.get_xdata()) == usable - (-(-usable // 8)) + 1
+    w = round(0.5 * (usable - 1) / 3.0) + 1  # the sizes within half a decade
+    assert w == 34 and f"windows of {w} n" in line.get_label()
+    assert len(line.get_xdata()) == usable - w + 1
+    # the same half decade on a grid twice as dense over half the span: windows twice as long
+    dense = np.repeat(np.unique(np.geomspace(3162, 1e5, 200).round().astype(int)), 3)
+    results_dense = results.assign(n=dense, loss=dense ** -0.5)
+    ax = plot_local_slopes(results_dense, n_boot=0).axes[0]
+    [line] = [l for l in ax.get_lines() if l.get_gid() == "local:k2"]
+    assert "windows of 67 n" in line.get_label()
     assert np.median(line.get_ydata()) == pytest.approx(-0.5, abs=0.05)
     with pytest.raises(ValueError, match="window must be 'auto' or an integer >= 2"):
         plot_local_slopes(results, window="wide")

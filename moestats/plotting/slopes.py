@@ -14,22 +14,33 @@ from ._common import (_MINUS, _configs, _fit_label, _grid, _log_axis, _lookup, _
 __all__ = ["plot_local_slopes", "auto_window"]
 
 
-def auto_window(usable):
-    """Sample sizes per local-slope window for ``usable`` sizes.
+def auto_window(usable, decades=None):
+    """Sample sizes per local-slope window for ``usable`` sizes spanning ``decades``.
 
-    Up to 12 sizes (a quick grid): 2, the slopes between consecutive n. More: an
-    eighth of them, at least 5 (25 on the papers' 200-point grid, where windows of a
-    few neighbouring n would mostly show replication noise).
+    Up to 12 sizes (a quick grid): 2, the slopes between consecutive n. More: the
+    sizes within half a decade, :math:`\\operatorname{round}(\\tfrac12 (m - 1)/D) + 1`
+    for m sizes over D decades (34 on the papers' 200-point grid over 1e2-1e5, 59 on
+    199 sizes over 2e3-1e5), at least 5: windows of a fixed span in log n, not of a
+    fixed count, so that a dense grid does not show replication noise as curvature.
+    Without ``decades``: an eighth of the sizes, at least 5.
 
     Examples
     --------
     >>> from moestats.plotting.slopes import auto_window
-    >>> auto_window(8), auto_window(20), auto_window(200)
-    (2, 5, 25)
+    >>> auto_window(8), auto_window(20), auto_window(200), auto_window(200, decades=3.0)
+    (2, 5, 25, 34)
     """
     if usable <= 12:
         return min(2, usable)
-    return max(5, -(-usable // 8))
+    if decades is None or not decades > 0:
+        return max(5, -(-usable // 8))
+    return int(min(usable, max(5, round(0.5 * (usable - 1) / decades) + 1)))
+
+
+def _decades(n):
+    """:math:`\\log_{10}(\\max n / \\min n)` of the sample sizes ``n`` (0 if none)."""
+    n = np.asarray(n, dtype=float)
+    return float(np.log10(n.max() / n.min())) if n.size else 0.0
 
 
 def plot_local_slopes(results, *, column="loss", fitted=None, window="auto",
@@ -110,7 +121,7 @@ def plot_local_slopes(results, *, column="loss", fitted=None, window="auto",
         color, pre, key = f"C{i}", _prefix(cfg.name), cfg.key
         excluded = cfg.excluded(certified_only)
         usable = np.unique(cfg.n[~excluded]).size
-        w = auto_window(usable) if auto else int(window)
+        w = auto_window(usable, _decades(cfg.n[~excluded])) if auto else int(window)
         if usable < 2:
             warnings.warn(f"no local slopes for {pre}{column}: only {usable} "
                           "sample size(s) with valid losses", UserWarning, stacklevel=2)

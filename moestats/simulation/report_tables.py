@@ -232,7 +232,7 @@ def local_slope_table(df: pd.DataFrame, columns=("loss",), *, statistic="median"
     >>> bool(((t.ci_low < t.slope) & (t.slope < t.ci_high)).all())
     True
     """
-    from ..plotting.slopes import auto_window
+    from ..plotting.slopes import _decades, auto_window
     parts = []
     for fitted, part in df.groupby("fitted", sort=True):
         for column in columns:
@@ -242,7 +242,8 @@ def local_slope_table(df: pd.DataFrame, columns=("loss",), *, statistic="median"
             usable = part.loc[~excluded, "n"].nunique()
             if usable < 2:
                 continue
-            w = auto_window(usable) if window == "auto" else min(int(window), usable)
+            w = (auto_window(usable, _decades(part.loc[~excluded, "n"]))
+                 if window == "auto" else min(int(window), usable))
             ls = local_slopes(part["n"].to_numpy(), part[column].astype(float).to_numpy(),
                               window=w, statistic=statistic, failed=excluded,
                               n_boot=n_boot, rng=seed)
