@@ -438,3 +438,19 @@ def test_cli_names_outputs_after_the_config_and_says_what_it_resumed(tmp_path, m
     monkeypatch.setattr(run_mod, "kernel_cache_is_cold", lambda: False)
     assert cli_main(args + ["--no-report"]) == 0
     assert "compiling kernels" not in capsys.readouterr().err  # a warm cache: no message
+
+
+def test_agnostic_and_mle_sweeps_store_each_fit_as_it_finishes(tmp_path):
+    """Their tasks are fitted one by one, so by default each is its own batch: stored
+    as it finishes (and spread over the workers), with the results of any batch size."""
+    from moestats.simulation.run import DEFAULT_BATCH_SIZE, default_batch_size
+    assert default_batch_size(small_spec()) == DEFAULT_BATCH_SIZE
+    agnostic = small_spec(start="agnostic", n_init=2, sample_sizes=(200,), replications=3)
+    assert default_batch_size(agnostic) == 1
+    assert default_batch_size(small_spec(solver="mle")) == 1
+    one = frame(run_sweep(agnostic, tmp_path / "a.sqlite", n_jobs=1, progress=False))
+    many = frame(run_sweep(agnostic, tmp_path / "b.sqlite", n_jobs=1, progress=False,
+                           batch_size=3))
+    pd.testing.assert_frame_equal(one, many)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got True"):
+        run_sweep(agnostic, tmp_path / "c.sqlite", n_jobs=1, progress=False, batch_size=True)

@@ -312,9 +312,10 @@ def build_parser():
     r.add_argument("--connect-timeout", type=_positive_float, default=DEFAULT_CONNECT_TIMEOUT,
                    help="seconds to wait for the --scheduler to answer "
                         f"(default {DEFAULT_CONNECT_TIMEOUT:g})")
-    r.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+    r.add_argument("--batch-size", type=_positive_int, default=None,
                    help="replications of one n fitted together by batched EM "
-                        f"(default {DEFAULT_BATCH_SIZE}; changes no result)")
+                        f"(default {DEFAULT_BATCH_SIZE}, 1 for agnostic starts and the mle "
+                        "solver, fitted one by one; changes no result)")
     r.add_argument("--results", default=None,
                    help="directory for the store and the report (default: results/, or "
                         "results/<stem>/ for a config file <stem>.toml)")

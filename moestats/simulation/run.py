@@ -43,7 +43,7 @@ from .spec import SweepSpec
 from .store import ResultStore
 from .task import density_sample, run_batch
 
-__all__ = ["run_sweep", "execute_batch", "make_batches", "DEFAULT_BATCH_SIZE",
+__all__ = ["run_sweep", "execute_batch", "make_batches", "default_batch_size", "DEFAULT_BATCH_SIZE",
            "connect_scheduler", "kernel_cache_is_cold"]
 
 #: replications per batch by default (the papers' 40 replications of one n in one batch)
@@ -54,6 +54,22 @@ MAX_POOL_RESTARTS = 3
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: seconds a Dask scheduler may go without any worker before the sweep gives up
 DEFAULT_NO_WORKER_TIMEOUT = 300.0
+
+
+def default_batch_size(spec: SweepSpec) -> int:
+    """Tasks per batch when none is given: :data:`DEFAULT_BATCH_SIZE` replications of one
+    n fitted together by batched EM, or 1 where the tasks are fitted one by one anyway
+    (the agnostic protocol's multi-start fits, ``solver = "mle"``): each fit is then
+    stored as soon as it finishes and the workers share the sizes evenly.
+
+    Examples
+    --------
+    >>> from moestats.simulation import spec_from_setup
+    >>> default_batch_size(spec_from_setup("softmax-exact"))
+    40
+    """
+    one_by_one = spec.start == "agnostic" or spec.solver == "mle"
+    return 1 if one_by_one else DEFAULT_BATCH_SIZE
 
 
 def make_batches(tasks, batch_size=DEFAULT_BATCH_SIZE):
@@ -257,7 +273,7 @@ def _dask_results(spec, batches, X_density, client, address, no_worker_timeout):
 
 
 def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progress=True,
-              batch_size=DEFAULT_BATCH_SIZE, wait=0.0, on_wait=None,
+              batch_size=None, wait=0.0, on_wait=None,
               connect_timeout=DEFAULT_CONNECT_TIMEOUT,
               no_worker_timeout=DEFAULT_NO_WORKER_TIMEOUT, on_resume=None):
     """Run every task of ``spec`` not yet in the store at ``store_path``.
@@ -275,10 +291,12 @@ def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progr
         A Dask scheduler address (``"tcp://host:8786"``) or a client: run there.
     progress : bool
         Show a progress bar (in fits) with an ETA.
-    batch_size : int
+    batch_size : int, optional
         Replications of one (configuration, n) fitted together by batched EM. It
         changes no result (it is not part of the spec); smaller batches write more
         often and balance the load better, larger ones use the batched kernels better.
+        Default :func:`default_batch_size` (40; 1 for the agnostic protocol and
+        ``solver = "mle"``, whose tasks are fitted one by one).
     wait : float
         Seconds to wait for another process holding the store's lock (``inf``: as
         long as it takes); 0 (default): refuse at once with
@@ -329,7 +347,8 @@ def run_sweep(spec: SweepSpec, store_path, *, n_jobs=None, scheduler=None, progr
         n_jobs = (os.cpu_count() or 1) if n_jobs is None else n_jobs
         if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
             raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    batch_size = default_batch_size(spec) if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     client, owns = (None, False) if scheduler is None else \
         connect_scheduler(scheduler, connect_timeout)
