@@ -338,7 +338,7 @@ def test_bad_inputs(kwargs, match):
 
 
 def line_inputs(rng, n):
-    """Random inputs of the K >= 2 candidate evaluation, with infinities and exact ties."""
+    """Random inputs of the K >= 2 candidate evaluation, with infinities, a NaN and exact ties."""
     f, c, m = rng.normal(size=(3, n))
     f[:5] = 0.0  # samples that never move
     m[5:10] = c[5:10]  # ties at t = 0, decided by the index
@@ -350,6 +350,7 @@ def line_inputs(rng, n):
     value_out[20] = np.inf
     s_ej[21] = np.inf
     den_top[22] = s[22]  # logaddexp of equal arguments
+    s[23] = np.nan  # a NaN score: a NaN density, counted in no key part
     return f, c, m, lower, num_top, den_top, s_ej, s, value_out
 
 
@@ -358,9 +359,10 @@ def test_compiled_candidate_gains_match_the_numpy_reference():
     from moestats.backends.numpy_kernels import topk_line_gains as _numpy_line_gains
     rng = np.random.default_rng(21)
     for n in (1, 37, 5000):
-        args = line_inputs(rng, max(n, 23))
+        args = line_inputs(rng, max(n, 24))
         ts = np.concatenate([[0.0], rng.normal(scale=3.0, size=40), [1e300, -1e300]])
-        ref = _numpy_line_gains(ts, *args)
+        with np.errstate(over="ignore", invalid="ignore"):  # as selection_search calls it
+            ref = _numpy_line_gains(ts, *args)
         got = topk_line_gains(ts, *args)
         assert np.array_equal(got[:, :2], ref[:, :2])  # the counts of infinite densities
         scale = np.sum(np.abs(np.where(np.isfinite(args[-1]), args[-1], 0.0))) + 1.0
