@@ -312,9 +312,7 @@ def gate_step_batched(gate, ops, P, rows, resp, lo, hi, *, max_iter=20, tol=1e-1
         # for K >= 2 Newton already moves the selection, and the finish searches it
         X, y = ops.data.take(rows)
         sub = P.take(rows)
-        from .selection_search import kernel_for_backend
-        passes += _move_selection(gate, X, y, sub, lo, hi, max_sweeps=1,
-                                  kernel=kernel_for_backend(ops.name))
+        passes += _move_selection(gate, X, y, sub, lo, hi, max_sweeps=1)
         P.put(rows, sub)
     return passes
 

@@ -264,7 +264,7 @@ def selection_line_search(gate, X, log_expert, gate_coef, gate_intercept, *, max
       segment's midpoint (outer segments: a margin past the last breakpoint).
       Segments narrower than the rounding of the scores are skipped.
     - K >= 2: :math:`L` is evaluated exactly at a quarter of the way into each
-      segment up to the 64th breakpoint on each side of 0, plus a geometric grid.
+      segment up to the 16th breakpoint on each side of 0 (``_N_SIDE``), plus a geometric grid.
 
     Each step is re-evaluated from the new parameters and kept only if it raises
     :math:`L` by more than ``min_gain``: :math:`L` never decreases. Infinite
@@ -297,7 +297,7 @@ def selection_line_search(gate, X, log_expert, gate_coef, gate_intercept, *, max
     kernel : {"numpy", "numba"}, default="numpy"
         Evaluation of the K >= 2 candidates: the NumPy reference or the compiled
         :func:`moestats.backends.numba_selection.topk_line_gains` (same values up to
-        rounding; about 5-10 times faster, in parallel over the candidates).
+        rounding; 4-6 times faster on one thread, ``benchmarks/bench_topk_selection.py``).
 
     Returns
     -------
