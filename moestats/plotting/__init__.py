@@ -48,7 +48,8 @@ band); :func:`plot_fit_1d` draws a parameter set (and the truth) given its gate.
 from __future__ import annotations
 
 from ._common import loss_axis_label
-from .cells import CELL_BLOCKS, cell_errors, cell_rate_table, plot_cell_rates
+from .cell_tables import CELL_BLOCKS, cell_errors, cell_rate_table
+from .cells import plot_cell_rates
 from .counts import fit_counts, plot_fit_counts, plot_passes
 from .dendrogram import plot_dendrogram
 from .estimator_fit import plot_fit

@@ -264,7 +264,7 @@ def per_cell_table(df: pd.DataFrame, setup_id: str, *, n_boot=1000, seed=0,
     """Per-cell slopes of the over-specified configurations
     (:func:`moestats.plotting.cell_rate_table`), with the loss gauge; empty when the
     setup has none or the results hold no per-cell columns."""
-    from ..plotting.cells import cell_rate_table
+    from ..plotting.cell_tables import cell_rate_table
     over = [f for f in _over_specified(get_setup(setup_id)) if f in set(df["fitted"])]
     if not over or not any(re.match(r"^cell\d+_size$", str(c)) for c in df.columns):
         return pd.DataFrame()
