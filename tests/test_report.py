@@ -238,3 +238,31 @@ def test_exact_setups_get_no_per_cell_figure(tmp_path):
     export_report(tmp_path / "e.sqlite", tmp_path, n_boot=0)
     assert not list(tmp_path.glob("*per-cell*"))
     assert (tmp_path / "e.png").exists()
+
+
+def test_report_states_the_sweep_cost_from_the_fits_and_the_run_sessions(tmp_path):
+    from moestats.simulation import run_sweep
+    from moestats.simulation.report import timing_markdown
+    spec = SweepSpec(setup="softmax-exact", fitted=("k2",), sample_sizes=(100, 200),
+                     replications=2, density_sample=0, max_iter=100)
+    path = tmp_path / "cost.sqlite"
+    run_sweep(spec, path, n_jobs=1, progress=False).close()
+    export_report(path, tmp_path, n_boot=0, figures=False)
+    payload = json.loads((tmp_path / "cost-slopes.json").read_text())
+    t = payload["timing"]
+    df = pd.read_csv(tmp_path / "cost-results.csv")
+    assert t["fits"] == t["session_fits"] == 4 and t["sessions"] == 1
+    assert t["fit_s"] == pytest.approx(df["wall_time"].sum(), abs=1e-3)
+    assert 0 < t["wall_s"] and t["workers"] == ["1 local processes"]
+    line = timing_markdown([tmp_path / "cost-slopes.json"]).splitlines()[2]
+    assert line.startswith("| softmax-exact | custom | near-truth | 4 | ")
+    assert "1 local processes" in line
+    # a store written without run sessions says so, and still counts its fits' time
+    old = tmp_path / "old.sqlite"
+    with ResultStore(old, spec) as store:
+        store.add_many([{"fitted": "k2", "n": n, "replication": r, "status": "ok",
+                         "loss": 0.1, "wall_time": 0.5, "loss_gauge": "slope"}
+                        for n in (100, 200) for r in range(2)])
+    export_report(old, tmp_path, n_boot=0, figures=False)
+    line = timing_markdown([tmp_path / "old-slopes.json"]).splitlines()[2]
+    assert "| 4 | 2 | not recorded |" in line

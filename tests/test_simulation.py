@@ -243,11 +243,21 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     proc.wait()
     with ResultStore(path, readonly=True) as s:
         partial = len(s)
+        killed_session, = s.sessions()
     assert 3 <= partial < len(spec.tasks())
-    resumed = frame(run_sweep(spec, path, n_jobs=2, progress=False))
+    # the killed session keeps its time up to its last commit
+    assert killed_session["fits"] == partial and killed_session["wall_s"] >= 0.3 * (partial - 1)
+    assert killed_session["workers"] == "1 local processes"
+    store = run_sweep(spec, path, n_jobs=2, progress=False)
+    resumed = frame(store)
     fresh = frame(run_sweep(spec, tmp_path / "fresh.sqlite", n_jobs=1, progress=False))
     assert len(resumed) == len(spec.tasks())
     pd.testing.assert_frame_equal(resumed, fresh)
+    first, second = store.sessions()
+    assert first == killed_session and second["workers"] == "2 local processes"
+    assert second["pending"] == second["fits"] == len(spec.tasks()) - partial
+    run_sweep(spec, path, n_jobs=1, progress=False)  # nothing pending: no session
+    assert len(store.sessions()) == 2
 
 
 def test_cli_run_and_report_write_the_figure_and_tables(tmp_path, capsys):

@@ -250,9 +250,12 @@ def _cmd_report(args):
         _print_notes(rates)
     if args.markdown:
         from .atomic import write_text
-        from .report import results_markdown
+        from .report import results_markdown, timing_markdown
         out = Path(args.out) if args.out else (target if target.is_dir() else target.parent)
-        table = results_markdown(sorted(out.glob("*-slopes.json")))
+        files = sorted(out.glob("*-slopes.json"))
+        table = (results_markdown(files) + "\nSweep costs (per store: its fits, the time "
+                 "spent in them, and the wall time of the recorded run sessions):\n\n"
+                 + timing_markdown(files))
         write_text(args.markdown, table)
         print(table)
     return code
@@ -329,7 +332,8 @@ def build_parser():
     rep.add_argument("results", help="a .sqlite store or a directory of them")
     rep.add_argument("--out", default=None, help="output directory (default: beside the store)")
     rep.add_argument("--markdown", default=None,
-                     help="also write a markdown table of all slopes to this file")
+                     help="also write a markdown table of all slopes, and one of the sweeps' "
+                          "costs, to this file")
     return p
 
 

@@ -37,7 +37,7 @@ from .store import ResultStore
 from .truth_config import setup_of_spec_dict
 
 __all__ = ["rate_table", "per_n_table", "local_slope_table", "per_cell_table",
-           "export_report", "results_markdown", "loss_name"]
+           "export_report", "results_markdown", "timing_markdown", "sweep_timing", "loss_name"]
 
 def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=True,
                   certified_only=True, description=None):
@@ -96,6 +96,7 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
     with ResultStore(store_path, readonly=True) as store:
         spec = store.spec_dict
         df = store.to_frame()
+        sessions = store.sessions()
     if spec is None or df.empty:
         raise EmptyStoreError(f"{store_path} holds no results yet; run the sweep first "
                               "(moestats run), then report it")
@@ -123,7 +124,8 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
         write_csv(cells, out_dir / f"{name}-per-cell-slopes.csv", index=False)
     payload = {"spec": spec, "certified_only": certified_only,
                "rates": json.loads(rates.to_json(orient="records")),
-               "per_cell": json.loads(cells.to_json(orient="records")) if len(cells) else []}
+               "per_cell": json.loads(cells.to_json(orient="records")) if len(cells) else [],
+               "timing": sweep_timing(df, sessions)}
     write_text(out_dir / f"{name}-slopes.json", json.dumps(payload, indent=2))
     rates.attrs["notes"] = []
     usable = int((~_excluded(df, "loss", certified_only)).sum())
@@ -226,6 +228,68 @@ def _fmt_slope(rec, key="slope", lo="ci_low", hi="ci_high"):
     if rec.get(lo) is None:
         return f"{rec[key]:+.2f}"
     return f"{rec[key]:+.2f} [{rec[lo]:+.2f}, {rec[hi]:+.2f}]"
+
+
+def sweep_timing(df, sessions) -> dict:
+    """The cost of a sweep: its fits, their summed time, and its run sessions.
+
+    ``fit_s`` sums the stored per-fit ``wall_time`` (a fit runs on one core, so this
+    is the sweep's CPU time up to the data generation and losses outside the fits);
+    ``wall_s`` sums the recorded run sessions' wall times
+    (:meth:`~moestats.simulation.ResultStore.begin_session`; None when the store
+    records none: one written before moestats recorded them).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> sweep_timing(pd.DataFrame({"wall_time": [1.0, 2.5]}),
+    ...              [{"wall_s": 2.0, "fits": 2, "workers": "2 local processes",
+    ...                "cpu": "AMD EPYC", "nproc": 2, "load": 0.1, "moestats": "0.8.0"}])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'fits': 2, 'fit_s': 3.5, 'sessions': 1, 'wall_s': 2.0, 'session_fits': 2,
+     'workers': ['2 local processes'], 'machines': ['AMD EPYC (nproc 2)'],
+     'max_load': 0.1, 'versions': ['0.8.0']}
+    """
+    wall = pd.to_numeric(df["wall_time"], errors="coerce") if "wall_time" in df else None
+    out = dict(fits=int(len(df)),
+               fit_s=None if wall is None else round(float(wall.sum(skipna=True)), 3),
+               sessions=len(sessions), wall_s=None, session_fits=None, workers=[],
+               machines=[], max_load=None, versions=[])
+    if sessions:
+        loads = [s["load"] for s in sessions if s.get("load") is not None]
+        out.update(wall_s=round(sum(s["wall_s"] for s in sessions), 3),
+                   session_fits=sum(s["fits"] for s in sessions),
+                   workers=sorted({s["workers"] for s in sessions}),
+                   machines=sorted({f"{s['cpu']} (nproc {s['nproc']})" for s in sessions}),
+                   max_load=max(loads) if loads else None,
+                   versions=sorted({s["moestats"] for s in sessions}))
+    return out
+
+
+def timing_markdown(slopes_files) -> str:
+    """A markdown table of the sweeps' costs (:func:`sweep_timing`) from ``*-slopes.json``."""
+    lines = ["| setup | form | start | fits | time in fits (CPU s) | sweep wall time | "
+             "run sessions: workers, machine, highest load at a start |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for path in slopes_files:
+        data = json.loads(Path(path).read_text())
+        spec, t = data["spec"], data.get("timing")
+        head = f"| {spec['setup']} | {spec['form']} | {spec.get('start', 'near-truth')} | "
+        if t is None:
+            lines.append(head + "— | — | — | not in this report (made before it recorded "
+                         "timing) |")
+            continue
+        fit_s = "—" if t["fit_s"] is None else f"{t['fit_s']:.0f}"
+        if t["sessions"]:
+            wall = f"{t['wall_s']:.0f} s"
+            if t["session_fits"] != t["fits"]:
+                wall += f" ({t['session_fits']} of the fits)"
+            detail = (f"{t['sessions']}: {', '.join(t['workers'])}; {', '.join(t['machines'])}; "
+                      f"{t['max_load']}")
+        else:
+            wall, detail = "not recorded", "store written before moestats recorded run sessions"
+        lines.append(head + f"{t['fits']} | {fit_s} | {wall} | {detail} |")
+    return "\n".join(lines) + "\n"
 
 
 def results_markdown(slopes_files) -> str:

@@ -383,6 +383,9 @@ def _run(store, spec, n_jobs, client, scheduler, progress, batch_size, no_worker
         on_resume(len(tasks) - len(pending), len(tasks))
     if not pending:
         return
+    store.begin_session(f"{n_jobs} local processes" if client is None else "Dask scheduler "
+                        + str(scheduler if isinstance(scheduler, str) else "client"),
+                        len(pending))
     batches = make_batches(pending, batch_size)
     X_density = density_sample(spec) if spec.density_sample > 0 else None
     quiet = nullcontext()
@@ -402,4 +405,5 @@ def _run(store, spec, n_jobs, client, scheduler, progress, batch_size, no_worker
                 if progress:
                     bar.update(len(rows))
     finally:
+        store.end_session()
         results.close()  # stops the workers now, whatever ended the loop

@@ -46,6 +46,10 @@ full, read-only file system, corruption) come out as the one-line errors of
 from __future__ import annotations
 
 import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -59,6 +63,28 @@ from .store_rows import COLUMNS, _certified, _gauge_of, cells_json, parse_cells
 __all__ = ["ResultStore", "SpecMismatchError", "COLUMNS", "cells_json", "parse_cells",
            "APPLICATION_ID", "STORE_FORMAT", "StoreError", "StoreLockedError",
            "EmptyStoreError"]
+
+def _iso(unix):
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
 
 class SpecMismatchError(RuntimeError):
     """The store was written by a different sweep spec."""
@@ -205,7 +231,8 @@ class ResultStore(StoreFile):
 
         The row's ``cell{j}_*`` keys go into the ``cells`` JSON column
         (:func:`cells_json`) and its gauge into ``loss_gauge``; other keys that are
-        not in :data:`COLUMNS` are not stored.
+        not in :data:`COLUMNS` are not stored. In a run session
+        (:meth:`begin_session`) the same transaction updates the session's record.
         """
         records = []
         for row in rows:
@@ -215,6 +242,50 @@ class ResultStore(StoreFile):
             con.executemany(
                 f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(COLUMNS))})", records)
+            session = getattr(self, "_session", None)
+            if session is not None:
+                key, record = session
+                now = time.time()
+                record.update(fits=record["fits"] + len(records), last_write=_iso(now),
+                              wall_s=round(now - record["started_unix"], 3))
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            (key, json.dumps(record)))
+
+    # ------------------------------------------------------------ sessions
+    def begin_session(self, workers: str, pending: int) -> str:
+        """Record the start of a run session (one ``moestats run`` of this store).
+
+        The record, the meta value of the returned key ``session:<start>:<pid>``,
+        holds ``started`` and ``last_write`` (UTC), ``wall_s`` (seconds from the
+        start to the last commit), ``fits`` (stored in this session), ``pending`` (at
+        its start), ``workers`` (e.g. ``"2 local processes"``), the machine
+        (``cpu``, ``nproc``, ``load``: the 1-minute load average at the start) and the
+        ``moestats`` version. Every later :meth:`add_many` updates it in its own
+        transaction, so a session ended by a kill keeps the time up to its last
+        commit. :meth:`sessions` reads them back.
+        """
+        from .. import __version__
+        now = time.time()
+        key = f"session:{_iso(now)}:{os.getpid()}"
+        record = dict(started=_iso(now), started_unix=now, last_write=_iso(now), wall_s=0.0,
+                      fits=0, pending=int(pending), workers=str(workers), cpu=_cpu_model(),
+                      nproc=os.cpu_count(), load=_load(), moestats=__version__)
+        with self._write("recording the run session") as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(record)))
+        self._session = (key, record)
+        return key
+
+    def end_session(self):
+        """Stop updating the current session's record (:meth:`begin_session`)."""
+        self._session = None
+
+    def sessions(self) -> list:
+        """The run sessions recorded in the store (:meth:`begin_session`), oldest first;
+        empty for a store written before moestats recorded them."""
+        with self._errors("reading"):
+            rows = self._con.execute(
+                "SELECT value FROM meta WHERE key LIKE 'session:%'").fetchall()
+        return sorted((json.loads(v) for (v,) in rows), key=lambda r: r["started_unix"])
 
     def failures(self):
         """Failed rows: ``(n_failed, n_rows, {first line of the error: count})``."""
