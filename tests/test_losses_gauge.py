@@ -440,3 +440,48 @@ def test_gelu_and_three_experts_have_no_reflection():
     assert len(equivalent_parametrisations(ActivationGate("gelu"), params)) == 1
     three = get_setup("softmax-d2-exact").truth.params
     assert len(equivalent_parametrisations(ActivationGate("tanh"), three)) == 1
+
+
+# ----------------------------------------------- the theory's weighted cell form
+def test_weighted_cell_errors_hand_values_and_bounds():
+    true = truth_3()
+    # true atom 0 split 0.25 / 0.75, the light copy far off in a and nu, the heavy one close
+    fit = reparametrise(true, [0, 0, 1, 2], [0.25, 0.75, 1.0, 1.0], [0, 1, 2, 3], 0.0, 0.0)
+    fit["expert_coef"] = fit["expert_coef"] + np.array([[0.4, 0.0], [0.0, 0.1], [0, 0], [0, 0]])
+    fit["expert_var"] = fit["expert_var"] + np.array([0.3, 0.01, 0.02, 0.0])
+    fit["expert_intercept"] = fit["expert_intercept"] + np.array([0.2, -0.1, 0.0, 0.05])
+    mx = cell_parameter_errors(fit, true)
+    w = cell_parameter_errors(fit, true, weighted=True)
+    assert mx["size"].tolist() == w["size"].tolist() == [2, 1, 1]
+    # rbar(2) = 4: p = 2 for a and nu, p = 4 for b (and beta_1)
+    np.testing.assert_allclose(w["expert_coef"][0], (0.25 * 0.4 ** 2 + 0.75 * 0.1 ** 2) ** .5)
+    np.testing.assert_allclose(w["expert_var"][0], (0.25 * 0.3 ** 2 + 0.75 * 0.01 ** 2) ** .5)
+    np.testing.assert_allclose(w["expert_intercept"][0],
+                               (0.25 * 0.2 ** 4 + 0.75 * 0.1 ** 4) ** .25)
+    np.testing.assert_allclose(mx["expert_coef"][0], 0.4)
+    for block in ("gate_coef", "expert_coef", "expert_intercept", "expert_var"):
+        # singletons: the same error; doubled cells: never above the max form
+        np.testing.assert_allclose(w[block][1:], mx[block][1:], rtol=1e-12, atol=1e-15)
+        assert w[block][0] <= mx[block][0] + 1e-15
+    np.testing.assert_array_equal(w["weight"], mx["weight"])  # weight sums: one form
+
+
+def test_weighted_cell_errors_zero_at_the_truth_invariant_and_nan_beyond_three_atoms():
+    true = truth_3()
+    for rows, fractions in SPLITS:
+        fit = reparametrise(true, rows, fractions, np.arange(len(rows))[::-1], [3.0, -1.0], 2.0)
+        w = cell_parameter_errors(fit, true, weighted=True)
+        for block in ("gate_coef", "expert_coef", "expert_intercept", "expert_var"):
+            np.testing.assert_allclose(w[block], 0.0, atol=1e-9)
+    rng = np.random.default_rng(5)
+    fit = random_fit(true, 5, rng)
+    base = cell_parameter_errors(fit, true, weighted=True)
+    for _ in range(3):
+        moved = relabel_shift(fit, rng.permutation(5), rng.normal(0, 50, 2), rng.normal(0, 50))
+        got = cell_parameter_errors(moved, true, weighted=True)
+        for block in ("gate_coef", "expert_coef", "expert_intercept", "expert_var"):
+            np.testing.assert_allclose(got[block], base[block], rtol=1e-9, atol=1e-12)
+    four = reparametrise(true, [0, 0, 0, 0, 1, 2], [0.1, 0.2, 0.3, 0.4, 1.0, 1.0],
+                         np.arange(6), 0.0, 0.0)
+    w = cell_parameter_errors(four, true, weighted=True)
+    assert w["size"][0] == 4 and np.isnan(w["expert_coef"][0]) and w["expert_coef"][1] == 0

@@ -266,3 +266,32 @@ def test_report_states_the_sweep_cost_from_the_fits_and_the_run_sessions(tmp_pat
     export_report(old, tmp_path, n_boot=0, figures=False)
     line = timing_markdown([tmp_path / "old-slopes.json"]).splitlines()[2]
     assert "| 4 | 2 | not recorded |" in line
+
+
+def test_report_adds_the_weighted_per_cell_form_recomputed_from_the_fits(tmp_path):
+    from moestats.setups import get_setup
+    from moestats.simulation import run_sweep
+    from moestats.simulation.cell_forms import weighted_cell_frame
+    spec = SweepSpec(setup="softmax-over", fitted=("k3",), sample_sizes=(300, 1000, 3000),
+                     replications=6, density_sample=0, max_iter=300, seed=4)
+    path = tmp_path / "over.sqlite"
+    store = run_sweep(spec, path, n_jobs=1, progress=False)
+    df = store.to_frame()
+    store.close()
+    w = weighted_cell_frame(df, get_setup("softmax-over"))
+    assert w.index.equals(df.index)
+    for j in (0, 1):
+        # the same cells as the stored errors; a cell of one atom has one error form
+        assert (w[f"cell{j}_size"] == df[f"cell{j}_size"]).all()
+        one = (df[f"cell{j}_size"] == 1).to_numpy()
+        for block in ("gate_coef", "expert_coef", "expert_intercept", "expert_var"):
+            got, stored = w[f"cell{j}_{block}"].to_numpy(float), df[f"cell{j}_{block}"].to_numpy(float)
+            np.testing.assert_allclose(got[one], stored[one], rtol=1e-9, atol=1e-12)
+            assert np.all(got[~one] <= stored[~one] * (1 + 1e-12) + 1e-15)
+        np.testing.assert_allclose(w[f"cell{j}_weight"], df[f"cell{j}_weight"], rtol=1e-12)
+    export_report(path, tmp_path, n_boot=20)
+    cells = pd.read_csv(tmp_path / "over-per-cell-slopes.csv")
+    assert set(cells["form"]) == {"max", "weighted"}
+    assert len(cells[cells.form == "max"]) == len(cells[cells.form == "weighted"])
+    assert (tmp_path / "over-per-cell-rates-k3-weighted.png").stat().st_size > 0
+    assert (tmp_path / "over-per-cell-rates-k3.png").stat().st_size > 0

@@ -47,8 +47,32 @@ def _report_blocks(al, fit, tru, mode):
     return fit_blocks, true_blocks
 
 
+def _weighted_exponent(block, size):
+    """The power p of a block's errors in D2 for a cell of ``size`` atoms ([D]: rbar for
+    the gate slope, intercept and temperature, rbar/2 for the expert slope and variance),
+    i.e. -1/(2 * theory slope); None where unknown."""
+    from ..rates.theory import cell_theory_slope
+    slope = cell_theory_slope(block, size) if size else None
+    return None if slope is None else -1.0 / (2.0 * slope)
+
+
+def _cell_block_errors(matched, omega, cells, block, weighted):
+    out = np.full(len(cells), np.nan)
+    for j, cell in enumerate(cells):
+        if not cell.size:
+            continue
+        if not weighted:
+            out[j] = matched[cell].max()
+            continue
+        p = _weighted_exponent(block, cell.size)
+        if p is not None:
+            out[j] = float(np.sum(omega[cell] * matched[cell] ** p) ** (1.0 / p))
+    return out
+
+
 def cell_parameter_errors(fitted, true, *, learned_temperature=False, relative_weights=False,
-                          gauge=DEFAULT_GAUGE, slope_gauge=True, reference=None):
+                          gauge=DEFAULT_GAUGE, slope_gauge=True, reference=None,
+                          weighted=False):
     """Voronoi-matched errors of every parameter block, per true atom (cell).
 
     In the gauge ``gauge`` (:func:`align_to_truth`), for every true atom
@@ -69,6 +93,26 @@ def cell_parameter_errors(fitted, true, *, learned_temperature=False, relative_w
     w^*_j|`). :math:`e_j(\\cdot)` is NaN for an empty cell, whose weight error
     is :math:`w^*_j`. :func:`parameter_errors` is the maximum over the cells.
 
+    With ``weighted=True`` the block errors take the form the theory bounds
+    ([D]: :math:`D_2 \\ge \\sum_{i \\in A_j} e^{\\beta_{0i}} \\|\\Delta\\cdot_{ij}\\|^{p}`),
+    the within-cell weighted :math:`p`-mean
+
+    .. math::
+
+        e^{w}_j(\\cdot) = \\Bigl(\\sum_{i \\in A_j} \\omega_i
+            \\|\\Delta\\cdot_{ij}\\|^{p}\\Bigr)^{1/p}, \\qquad
+        \\omega_i = e^{\\beta_{0i}} \\Big/ \\sum_{l \\in A_j} e^{\\beta_{0l}},
+
+    with :math:`p = \\bar r(|A_j|)` for :math:`\\beta_1, b` (and :math:`\\tau,
+    \\beta_1/\\tau`), :math:`p = \\bar r(|A_j|)/2` for :math:`a, \\nu`, so that
+    :math:`D_2 \\lesssim n^{-1/2}` gives :math:`e^w_j \\lesssim n^{-1/(2p)}`, the
+    theory slope (:func:`moestats.rates.cell_theory_slope`). It equals
+    :math:`e_j` for a cell of one atom and is never larger than :math:`e_j`; it is
+    NaN for cells of 4 or more atoms (:math:`\\bar r` unknown). The max form
+    :math:`e_j` is not bounded by the theory's rate when an atom's share
+    :math:`\\omega_i` shrinks with :math:`n`: its error may then stay large while
+    its term in :math:`D_2` vanishes.
+
     Parameters
     ----------
     fitted, true : MoEParams or mapping
@@ -87,6 +131,9 @@ def cell_parameter_errors(fitted, true, *, learned_temperature=False, relative_w
         (``False`` for activation gates).
     reference : int, optional
         True reference atom of the slope gauges.
+    weighted : bool, default=False
+        The theory's weighted form :math:`e^w_j` instead of the maximum over the
+        cell's atoms.
 
     Returns
     -------
@@ -110,6 +157,9 @@ def cell_parameter_errors(fitted, true, *, learned_temperature=False, relative_w
     ([2, 1], 'slope')
     >>> errs["gate_coef"].round(12).tolist(), errs["expert_var"].round(12).tolist()
     ([0.2, 0.0], [0.1, 0.3])
+    >>> w = cell_parameter_errors(fit, truth, weighted=True)  # cell 0: weights 2/3, 1/3
+    >>> bool(np.isclose(w["expert_var"][0], (2 / 3 * 0.1 ** 2 + 1 / 3 * 0.05 ** 2) ** .5))
+    True
     """
     fit, tru = _as_pair(fitted, true)
     mode = _temperature_mode(learned_temperature, "learned_temperature")
@@ -120,9 +170,14 @@ def cell_parameter_errors(fitted, true, *, learned_temperature=False, relative_w
     k_true = len(cells)
     fit_blocks, true_blocks = _report_blocks(al, fit, tru, mode)
     out = {"size": np.array([cell.size for cell in cells], dtype=int)}
+    b0 = np.asarray(fit["gate_intercept"], dtype=float)
+    omega = np.zeros_like(b0)
+    for cell in cells:
+        if cell.size:
+            omega[cell] = np.exp(b0[cell] - np.logaddexp.reduce(b0[cell]))
     for name, block in fit_blocks.items():
         matched = np.linalg.norm(block - true_blocks[name][assignment], axis=1)
-        out[name] = np.array([matched[cell].max() if cell.size else np.nan for cell in cells])
+        out[name] = _cell_block_errors(matched, omega, cells, name, weighted)
     _, sums, w_true = _cell_weights(fit, tru, cells, relative_weights, al.gauge)
     scale = 1.0
     if al.gauge == "intercept" and not relative_weights:

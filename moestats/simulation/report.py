@@ -53,8 +53,11 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
     axis, so configurations with different losses get different figures),
     ``<name>-parameters.png``
     (per-parameter errors, maximum over the cells) and, for every over-specified
-    configuration with per-cell errors, ``<name>-per-cell-rates-<fitted>.png`` and
-    ``<name>-per-cell-slopes.csv``.
+    configuration with per-cell errors, ``<name>-per-cell-rates-<fitted>.png`` (the
+    largest error over each cell's atoms, as stored), ``<name>-per-cell-rates-<fitted>-
+    weighted.png`` (the theory's weighted form, recomputed from the stored parameters:
+    :mod:`~moestats.simulation.cell_forms`) and ``<name>-per-cell-slopes.csv`` (both
+    forms, column ``form``: ``"max"`` or ``"weighted"``).
 
     ``description`` (a config's ``description``) titles the figures, after the setup id
     and form; default: the setup's own description.
@@ -112,7 +115,14 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
     # the report tables take a setup id or the Setup itself (a custom truth has no id)
     rates = rate_table(df, setup, columns=columns, n_boot=n_boot,
                        certified_only=certified_only)
+    weighted = _weighted_cells(df, setup)
     cells = per_cell_table(df, setup, n_boot=n_boot, certified_only=certified_only)
+    if len(cells):
+        cells = cells.assign(form="max")
+        if weighted is not None:
+            cells = pd.concat([cells, per_cell_table(
+                weighted, setup, n_boot=n_boot, certified_only=certified_only).assign(
+                form="weighted")], ignore_index=True)
     drop = ("losses", "errors", "params", "init", "cells")
     write_csv(df[[c for c in df.columns if c not in drop]], out_dir / f"{name}-results.csv",
               index=False)
@@ -137,8 +147,19 @@ def export_report(store_path, out_dir=None, *, name=None, n_boot=1000, figures=T
             + "); tables written, figures skipped")
     elif figures:
         _figures(df, setup, spec, out_dir, name, columns, n_boot, certified_only,
-                 description)
+                 description, weighted)
     return rates
+
+
+def _weighted_cells(df, setup):
+    """The weighted per-cell errors (:func:`~moestats.simulation.cell_forms.weighted_cell_frame`)
+    of the over-specified configurations with stored parameters, else None."""
+    from .cell_forms import weighted_cell_frame
+    over = [f for f in _over_specified(setup) if f in set(df["fitted"])]
+    if not over or "params" not in df or not df["params"].map(
+            lambda v: isinstance(v, str)).any():
+        return None
+    return weighted_cell_frame(df, setup, fitted=over)
 
 
 _STARTS = {"near-truth": "start near the truth (the papers')",
@@ -193,7 +214,7 @@ def _save(fig, out_dir, stem):
 
 
 def _figures(df, setup, spec, out_dir, name, columns, n_boot, certified_only,
-             description=None):
+             description=None, weighted=None):
     from ..plotting import plot_cell_rates, plot_parameter_errors, plot_rate_summary
     setup_id = setup.id
     base = (f"{setup_id} ({spec['form']}): {description or setup.description}\n"
@@ -215,11 +236,18 @@ def _figures(df, setup, spec, out_dir, name, columns, n_boot, certified_only,
         sub = df[df["fitted"] == fitted]
         if sub.empty or has_cells.empty or not has_cells.loc[sub.index].notna().any().any():
             continue
+        title = f"{setup_id} ({spec['form']}), {fitted}, {_start_text(spec)}"
         fig = plot_cell_rates(sub, n_boot=n_boot, certified_only=certified_only,
                               cell_labels=_atom_labels(setup),
-                              title=f"{setup_id} ({spec['form']}), {fitted}, "
-                                    f"{_start_text(spec)}")
+                              title=title + "; largest error over a cell's atoms")
         _save(fig, out_dir, f"{name}-per-cell-rates-{fitted}")
+        if weighted is not None and (weighted["fitted"] == fitted).any():
+            fig = plot_cell_rates(weighted[weighted["fitted"] == fitted], n_boot=n_boot,
+                                  certified_only=certified_only,
+                                  cell_labels=_atom_labels(setup),
+                                  title=title + "; weighted over a cell's atoms "
+                                  "(the theory's form)")
+            _save(fig, out_dir, f"{name}-per-cell-rates-{fitted}-weighted")
 
 
 def _fmt_slope(rec, key="slope", lo="ci_low", hi="ci_high"):

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..estimator import GaussianMoE
 from ..gates import ActivationGate
-from ..losses import (density_error, equivalent_parametrisations, loss_gauge,
-                      parameter_errors, voronoi_loss)
+from ..losses import (cell_parameter_errors, density_error, equivalent_parametrisations,
+                      loss_gauge, parameter_errors, voronoi_loss)
 from ..sampling import GridDesign, near_truth_init, sample_conditional
 from ..solvers import fit_em_batched, fit_mle
 from ..solvers.trace import FitTrace
@@ -61,17 +61,17 @@ def density_sample(spec: SweepSpec):
     return spec.setup_obj.truth.x_law.sample(spec.density_sample, rng)
 
 
-def _losses(config, truth, fitted_params, fitted_gate, X_density):
+def _losses(config, truth, fitted_params, fitted_gate, X_density, weighted=False):
     """The losses at the parametrisation of the fit closest to the truth (a two-expert
     tanh or sigmoid gate has a second one that is not a gauge move:
     :func:`moestats.losses.equivalent_parametrisations`)."""
-    candidates = [_losses_at(config, truth, p, fitted_gate, X_density)
+    candidates = [_losses_at(config, truth, p, fitted_gate, X_density, weighted)
                   for p in equivalent_parametrisations(fitted_gate, fitted_params)]
     return min(candidates, key=lambda c: (not np.isfinite(c[1]["voronoi"]),
                                           c[1]["voronoi"]))
 
 
-def _losses_at(config, truth, fitted_params, fitted_gate, X_density):
+def _losses_at(config, truth, fitted_params, fitted_gate, X_density, weighted=False):
     true_gate = truth.gate
     top_k = getattr(true_gate, "k_active", None)
     learned = fitted_gate.learns_temperature
@@ -87,6 +87,12 @@ def _losses_at(config, truth, fitted_params, fitted_gate, X_density):
                               relative_weights=(top_k == 1), gauge=gauge,
                               slope_gauge=slope_gauge)
     errors["loss_gauge"] = loss_gauge(gauge, slope_gauge=slope_gauge)
+    if weighted:  # the theory's within-cell weighted form (report time, not stored)
+        cells = cell_parameter_errors(fitted_params, truth.params, learned_temperature=learned,
+                                      relative_weights=(top_k == 1), gauge=gauge,
+                                      slope_gauge=slope_gauge, weighted=True)
+        errors["per_cell_weighted"] = {k: v for k, v in cells.items()
+                                       if k not in ("size", "gauge")}
     if X_density is not None:
         out["density"] = density_error(fitted_params, truth.params, fitted_gate, true_gate,
                                        X_density)
@@ -94,13 +100,14 @@ def _losses_at(config, truth, fitted_params, fitted_gate, X_density):
     return main, out, errors
 
 
-def _cell_columns(errors) -> dict:
+def _cell_columns(errors, form="per_cell") -> dict:
     """Per-cell errors as flat columns: ``cell{j}_size``, ``cell{j}_<block>``, ``cell{j}_weight``
-    (true atom j; NaN blocks for an empty cell), in the losses' gauge."""
+    (true atom j; NaN blocks for an empty cell), in the losses' gauge; ``form``
+    ``"per_cell_weighted"``: the theory's weighted form."""
     out = {}
     for j, size in enumerate(np.asarray(errors["cell_sizes"]).tolist()):
         out[f"cell{j}_size"] = int(size)
-        for name, values in errors["per_cell"].items():
+        for name, values in errors[form].items():
             out[f"cell{j}_{name}"] = float(values[j])
     return out
 
