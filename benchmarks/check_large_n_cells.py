@@ -23,7 +23,9 @@ pre-asymptotic; this script asks the same of the per-cell rates. It reads
   the doubled cell, whose fits are split between two cells, have intervals narrow enough
   to tell -1/4 from -1/8,
 
-and reports, per fitted model, Voronoi cell, cell size and parameter block, the slope of
+and reports, per fitted model, Voronoi cell, cell size, parameter block and error form
+(the stored max over the cell's atoms, and the theory's weighted form of
+:mod:`moestats.simulation.cell_forms`), the slope of
 the median error with its stratified bootstrap 95% interval over 2e3–1e5, over 1e5–1e6 and
 over 2e3–1e6 (:func:`moestats.plotting.cell_rate_table`, certified fits only), the D2 slopes
 per decade (:func:`check_large_n.decade_slopes`), and draws the per-cell figure over
@@ -35,7 +37,7 @@ Usage::
         [--large DIR [DIR ...]] [--render-only]
 
 Writes ``benchmarks/results/check_large_n_cells.{json,md}`` and
-``check_large_n_cells-<fitted>.png``.
+``check_large_n_cells-<fitted>-<form>.png``.
 """
 
 from __future__ import annotations
@@ -62,11 +64,11 @@ LARGE_DEFAULT = ("large-n-softmax/run", "large-n/softmax-over-k3-r200")
 RANGES = {"2e3–1e5": "full", "1e5–1e6": "large", "2e3–1e6": "both"}
 
 
-def _slopes(frame, fitted):
+def _slopes(frame, fitted, form):
     from moestats.plotting import cell_rate_table
     t = cell_rate_table(frame, fitted=fitted, by="size", statistic="median", n_boot=1000, rng=0)
     t = t[t["error"] == ""]
-    return {(int(r.cell), int(r.size), r.block): dict(
+    return {(int(r.cell), int(r.size), r.block, form): dict(
         theory=r.theory_slope, slope=r.slope, ci_low=r.ci_low, ci_high=r.ci_high,
         n_sizes=int(r.n_sizes), fits=int(r.fits)) for r in t.itertuples()}
 
@@ -86,22 +88,28 @@ def read_large(dirs) -> tuple:
     return large, shared
 
 
-def analyse(results: Path, large: "pd.DataFrame") -> list:
+def analyse(results: Path, large) -> list:
     import pandas as pd
     full = store_frame(results / f"{CONFIG}-full")
+    from moestats.setups import get_setup
+    from moestats.simulation.cell_forms import weighted_cell_frame
     both = pd.concat([full, large], ignore_index=True).drop_duplicates(
         subset=["fitted", "n", "replication"])
-    frames = {"full": full, "large": large, "both": both}
+    forms = {"max": both, "weighted": weighted_cell_frame(both, get_setup(CONFIG))}
+    split = {"full": lambda f: f[f["n"] <= 1e5], "large": lambda f: f[f["n"] >= 1e5],
+             "both": lambda f: f}
     entries = []
     for fitted in sorted(large["fitted"].unique()):
         part = large[large.fitted == fitted]
         uncertified = ((part["status"] != "ok")
                        | (part["certified"] == False).fillna(False)).sum()  # noqa: E712
-        per_range = {label: _slopes(frames[key], fitted) for label, key in RANGES.items()}
-        keys = sorted(set().union(*per_range.values()), key=lambda k: (k[1], k[0], k[2]))
+        per_range = {label: {k: v for form, frame in forms.items()
+                             for k, v in _slopes(split[key](frame), fitted, form).items()}
+                     for label, key in RANGES.items()}
+        keys = sorted(set().union(*per_range.values()), key=lambda k: (k[1], k[0], k[2], k[3]))
         cells = []
         for key in keys:
-            row = dict(cell=key[0], size=key[1], block=key[2])
+            row = dict(cell=key[0], size=key[1], block=key[2], form=key[3])
             for label, table in per_range.items():
                 if key in table:
                     row["theory"] = table[key]["theory"]
@@ -112,15 +120,17 @@ def analyse(results: Path, large: "pd.DataFrame") -> list:
             large_n_cpu_s=float(part["wall_time"].sum()),
             overlap=overlap_check(full, large, fitted, ("loss", "log_likelihood")),
             d2=decade_slopes(both, fitted, "loss"), cells=cells))
-        fig = _figure(both, fitted)
-        fig.savefig(OUT.parent / f"{OUT.name}-{fitted}.png", dpi=110)
+        for form, frame in forms.items():
+            fig = _figure(frame, fitted, form)
+            fig.savefig(OUT.parent / f"{OUT.name}-{fitted}-{form}.png", dpi=110)
     return entries
 
 
-def _figure(frame, fitted):
+def _figure(frame, fitted, form):
     from moestats.plotting import plot_cell_rates
     return plot_cell_rates(frame, fitted=fitted, n_boot=200, rng=0,
-                           title=f"{CONFIG} {fitted}, near-truth start, n = 2e3 to 1e6")
+                           title=f"{CONFIG} {fitted}, near-truth start, n = 2e3 to 1e6; "
+                           f"per-cell errors: {form} over the cell's atoms")
 
 
 def _ci(d):
@@ -142,7 +152,9 @@ def render(payload) -> str:
         "of the same config at 6 sizes from 1e5 to 1e6 (k = 3: 200 replications, k = 4: 40; "
         "same seed, truth, near-truth start, certificate and Θ). Slopes: OLS of log(median error) on log n, "
         "certified fits only, per cell size (the fits whose cell had that size), stratified "
-        "bootstrap 95% intervals (1000 resamples). Cell size 1: theory −1/2; size 2: −1/8 "
+        "bootstrap 95% intervals (1000 resamples). Two forms of a cell's error: `max` over its "
+        "atoms (the stored one) and `weighted` (the theory's form, "
+        "moestats.simulation.cell_forms). Cell size 1: theory −1/2; size 2: −1/8 "
         "(gate_coef β₁, intercept b), −1/4 (expert_coef a, variance ν); size 3: −1/12 and −1/6; "
         "weight sums −1/2.",
         "",
@@ -161,11 +173,11 @@ def render(payload) -> str:
                   "D2 (" + str(e["d2"]["gauge"]) + "), slope of the median: " + "; ".join(
                       f"{w['n_low']:.0e}–{w['n_high']:.0e} {_ci(w)}" for w in e["d2"]["windows"])
                   + ".", "",
-                  "| cell | size | block | theory | " + " | ".join(RANGES) + " |",
-                  "| --- | --- | --- | --- | " + " | ".join("---" for _ in RANGES) + " |"]
+                  "| cell | size | block | form | theory | " + " | ".join(RANGES) + " |",
+                  "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in RANGES) + " |"]
         for c in e["cells"]:
             th = c.get("theory")
-            lines.append(f"| {c['cell']} | {c['size']} | {c['block']} | "
+            lines.append(f"| {c['cell']} | {c['size']} | {c['block']} | {c['form']} | "
                          f"{'—' if th is None else f'{th:+.3f}'} | "
                          + " | ".join(_ci(c.get(label)) for label in RANGES) + " |")
         lines.append("")
