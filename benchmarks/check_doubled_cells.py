@@ -52,6 +52,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_em import load_average, machine_info  # noqa: E402
+from check_large_n import fmt_ci, write_outputs  # noqa: E402
 from check_reproduction import store_frame  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,10 +126,6 @@ def slopes(cells: pd.DataFrame) -> list:
     return out
 
 
-def _ci(r):
-    return f"{r['slope']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-
-
 def render(payload) -> str:
     m = payload["machine"]
     rows = payload["slopes"]
@@ -157,7 +154,7 @@ def render(payload) -> str:
         th = next(iter(cells.values()))["theory"]
         lines.append(f"| {k[0]} | {k[1]} | {k[2] or '—'} | {k[3]} | "
                      f"{'—' if th is None else f'{th:+.3f}'} | "
-                     + " | ".join(_ci(cells[r]) if r in cells else "—" for r in ranges) + " |")
+                     + " | ".join(fmt_ci(cells[r]) if r in cells else "—" for r in ranges) + " |")
     med = payload["lighter_share_median"]
     lines += ["", "Median lighter share per decade of n: " + "; ".join(
         f"{d['fitted']} cell {d['cell']} {d['decade']}: {d['median']:.3f}" for d in med) + ".",
@@ -187,10 +184,7 @@ def main(argv=None):
         sys.argv[1:] if argv is None else argv), machine=machine_info(), load=load_average(),
         stores=[str(s) for s in stores], cells=int(len(cells)),
         ranges=[list(r) for r in RANGES], slopes=slopes(cells), lighter_share_median=share)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
-    OUT.with_suffix(".md").write_text(render(payload))
-    print(OUT.with_suffix(".md").read_text())
+    write_outputs(OUT, payload, render)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,24 @@ def _fmt(x):
     return "—" if x is None or not np.isfinite(x) else f"{x:+.2f}"
 
 
+def fmt_ci(d):
+    """``+s.ss [+l.ll, +h.hh]`` of a slope record, or a dash."""
+    if d is None or d.get("slope") is None or not np.isfinite(d["slope"]):
+        return "—"
+    return f"{d['slope']:+.2f} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+
+
+def write_outputs(out: Path, payload, render) -> None:
+    """``out``.json (the payload, unless None) and ``out``.md (``render(payload)``), printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if payload is not None:
+        out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
+    else:
+        payload = json.loads(out.with_suffix(".json").read_text())
+    out.with_suffix(".md").write_text(render(payload))
+    print(out.with_suffix(".md").read_text())
+
+
 def _n(x):
     return f"1e{round(math.log10(x))}"
 
@@ -223,9 +241,8 @@ def main(argv=None):
     ap.add_argument("--render-only", action="store_true",
                     help="rebuild the report from the JSON without running or reading stores")
     args = ap.parse_args(argv)
-    if args.render_only:
-        payload = json.loads(OUT.with_suffix(".json").read_text())
-    else:
+    payload = None
+    if not args.render_only:
         before = load_average()
         walls = run_sweeps(args.results, args.n_jobs)
         entries = analyse(args.results)
@@ -236,10 +253,7 @@ def main(argv=None):
             sys.argv[1:] if argv is None else argv), machine=machine_info(),
             load_before=before, load_after=load_average(), walls=walls,
             ranges=[list(r) for r in ranges], entries=entries)
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
-    OUT.with_suffix(".md").write_text(render(payload))
-    print(OUT.with_suffix(".md").read_text())
+    write_outputs(OUT, payload, render)
 
 
 if __name__ == "__main__":

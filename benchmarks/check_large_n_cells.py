@@ -43,16 +43,14 @@ Writes ``benchmarks/results/check_large_n_cells.{json,md}`` and
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_em import load_average, machine_info  # noqa: E402
-from check_large_n import decade_slopes, overlap_check  # noqa: E402
+from check_large_n import decade_slopes, fmt_ci, overlap_check, write_outputs  # noqa: E402
 from check_reproduction import store_frame  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,12 +131,6 @@ def _figure(frame, fitted, form):
                            f"per-cell errors: {form} over the cell's atoms")
 
 
-def _ci(d):
-    if d is None or not np.isfinite(d["slope"]):
-        return "—"
-    return f"{d['slope']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
-
-
 def render(payload) -> str:
     m = payload["machine"]
     lines = [
@@ -171,7 +163,7 @@ def render(payload) -> str:
                   f"both stores: {o['tasks']}, largest relative difference of loss and "
                   f"log-likelihood {o['max_rel_diff']:.1e}.", "",
                   "D2 (" + str(e["d2"]["gauge"]) + "), slope of the median: " + "; ".join(
-                      f"{w['n_low']:.0e}–{w['n_high']:.0e} {_ci(w)}" for w in e["d2"]["windows"])
+                      f"{w['n_low']:.0e}–{w['n_high']:.0e} {fmt_ci(w)}" for w in e["d2"]["windows"])
                   + ".", "",
                   "| cell | size | block | form | theory | " + " | ".join(RANGES) + " |",
                   "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in RANGES) + " |"]
@@ -179,7 +171,7 @@ def render(payload) -> str:
             th = c.get("theory")
             lines.append(f"| {c['cell']} | {c['size']} | {c['block']} | {c['form']} | "
                          f"{'—' if th is None else f'{th:+.3f}'} | "
-                         + " | ".join(_ci(c.get(label)) for label in RANGES) + " |")
+                         + " | ".join(fmt_ci(c.get(label)) for label in RANGES) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -193,9 +185,8 @@ def main(argv=None):
     ap.add_argument("--render-only", action="store_true",
                     help="rebuild the report from the JSON without reading stores")
     args = ap.parse_args(argv)
-    if args.render_only:
-        payload = json.loads(OUT.with_suffix(".json").read_text())
-    else:
+    payload = None
+    if not args.render_only:
         dirs = args.large or [args.results / d for d in LARGE_DEFAULT]
         large, shared = read_large(dirs)
         OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -203,9 +194,7 @@ def main(argv=None):
             sys.argv[1:] if argv is None else argv), machine=machine_info(),
             load=load_average(), stores=[str(d) for d in dirs], shared=shared,
             entries=analyse(args.results, large))
-        OUT.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
-    OUT.with_suffix(".md").write_text(render(payload))
-    print(OUT.with_suffix(".md").read_text())
+    write_outputs(OUT, payload, render)
 
 
 if __name__ == "__main__":
