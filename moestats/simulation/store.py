@@ -159,6 +159,7 @@ class ResultStore(StoreFile):
         self._lock = None if self.readonly else StoreLock(self.path)
         self._prepared = False
         self._legacy = False
+        self._session = None  # (meta key, record) of the run session being recorded
         try:
             if self.readonly:
                 self._open_readonly()
@@ -242,9 +243,8 @@ class ResultStore(StoreFile):
             con.executemany(
                 f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(COLUMNS))})", records)
-            session = getattr(self, "_session", None)
-            if session is not None:
-                key, record = session
+            if self._session is not None:
+                key, record = self._session
                 now = time.time()
                 record.update(fits=record["fits"] + len(records), last_write=_iso(now),
                               wall_s=round(now - record["started_unix"], 3))
