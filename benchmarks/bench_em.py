@@ -320,6 +320,7 @@ def _nproc():
 
 
 def machine_info():
+    from moestats.simulation.store import _numba_target
     info = {
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
@@ -328,6 +329,7 @@ def machine_info():
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "nproc": _nproc(),
         "cpu_model": None,
+        "numba_target": _numba_target(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "scikit_learn": sklearn.__version__,
@@ -341,6 +343,8 @@ def machine_info():
             if line.startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
+    if info["numba_target"]:  # the compiled kernels' target: what the last bits depend on
+        info["cpu_model"] = f"{info['cpu_model']} (Numba target {info['numba_target']})"
     try:
         import threadpoolctl
         info["threadpoolctl"] = {"version": threadpoolctl.__version__,

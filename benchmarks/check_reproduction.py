@@ -41,17 +41,31 @@ LL_TOL = 1e-3
 LOSS_TOL = 1e-3
 
 
-def store_frame(directory: Path) -> pd.DataFrame:
-    """All results of the one store in a sweep's results ``directory`` (read-only)."""
+def store_frame(directory: Path, with_sessions=False):
+    """All results of the one store in a sweep's results ``directory`` (read-only), and
+    with ``with_sessions`` its recorded run sessions."""
     from moestats.simulation import ResultStore
     paths = sorted(Path(directory).glob("*.sqlite"))
     if not paths:
         raise SystemExit(f"no store in {directory}: run the sweep first")
     store = ResultStore(paths[0], readonly=True)
     try:
-        return store.to_frame()
+        frame = store.to_frame()
+        return (frame, store.sessions()) if with_sessions else frame
     finally:
         store.close()
+
+
+def session_cost(sessions) -> dict:
+    """The wall time of a rerun from its store's run sessions: seconds in all, the
+    workers and machines, and the highest 1-minute load at a session's start."""
+    return dict(
+        sessions=len(sessions),
+        wall_s=float(sum(s["wall_s"] for s in sessions)) if sessions else None,
+        workers=sorted({s["workers"] for s in sessions}),
+        machines=sorted({f"{s['cpu']}, nproc {s['nproc']}" for s in sessions}),
+        max_load=max((s["load"] for s in sessions if s.get("load") is not None), default=None),
+    )
 
 
 def _certified(df):
@@ -69,6 +83,13 @@ def _median_slope(df):
         out[fitted] = fit_rate(part["n"].to_numpy(float), losses, statistic="median",
                                n_boot=0, failed=bad).slope
     return out
+
+
+def _fit_seconds(df):
+    """Seconds spent in the fits of a results table (None without the column)."""
+    if "wall_time" not in df:
+        return None
+    return float(pd.to_numeric(df["wall_time"], errors="coerce").sum())
 
 
 def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
@@ -94,6 +115,7 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
         max_rel_dloss=float(rel.max()) if rel.size else None,
         fits_rel_dloss_over_tol=int((rel > LOSS_TOL).sum()),
         identical_loss=int((la == lb).sum()),
+        fit_cpu_s=dict(committed=_fit_seconds(committed), rerun=_fit_seconds(rerun)),
         slopes={f: dict(committed=sa.get(f), rerun=sb.get(f)) for f in sorted(set(sa) | set(sb))},
     )
 
@@ -116,8 +138,8 @@ def render(payload) -> str:
         "",
         "| sweep | rerun | tasks in common | status changes | certificate changes | "
         "max abs Δℓ | another maximum | max rel Δloss | rel Δloss > 1e-3 | loss bit-identical | "
-        "median slope: committed → rerun |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "median slope: committed → rerun | s in fits: committed → rerun | rerun wall time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, (directory, r) in payload["pairs"].items():
         slopes = "; ".join(
@@ -127,8 +149,23 @@ def render(payload) -> str:
             f"| {name} | `{directory}` | {r['common']} of {r['committed_tasks']} | "
             f"{r['status_changes']} | {r['certificate_changes']} | {_g(r['max_abs_dll'])} | "
             f"{r['fits_dll_over_tol']} | {_g(r['max_rel_dloss'])} | "
-            f"{r['fits_rel_dloss_over_tol']} | {r['identical_loss']} | {slopes} |")
+            f"{r['fits_rel_dloss_over_tol']} | {r['identical_loss']} | {slopes} | "
+            f"{_g(r['fit_cpu_s']['committed'], '.0f')} → {_g(r['fit_cpu_s']['rerun'], '.0f')} | "
+            f"{_wall(r['cost'])} |")
+    machines = sorted({m for _, r in payload["pairs"].values() for m in r["cost"]["machines"]})
+    if machines:
+        lines += ["", "Reruns made on: " + "; ".join(machines) + ". Rerun wall time: the "
+                  "store's recorded run sessions (a session's time runs from its start to its "
+                  "last stored fit; the highest 1-minute load at a session's start in brackets)."]
     return "\n".join(lines) + "\n"
+
+
+def _wall(cost) -> str:
+    if not cost["sessions"]:
+        return "not recorded"
+    load = "" if cost["max_load"] is None else f", load {cost['max_load']:.1f}"
+    return (f"{cost['wall_s']:.0f} s ({cost['sessions']} session(s), "
+            f"{'; '.join(cost['workers'])}{load})")
 
 
 def main(argv=None):
@@ -147,7 +184,8 @@ def main(argv=None):
         if not table.exists():
             raise SystemExit(f"no committed results table {table}")
         committed = pd.read_csv(table)
-        pairs[name] = (directory, compare(committed, store_frame(Path(directory))))
+        rerun, sessions = store_frame(Path(directory), with_sessions=True)
+        pairs[name] = (directory, dict(compare(committed, rerun), cost=session_cost(sessions)))
     payload = dict(command="python benchmarks/check_reproduction.py " + shlex.join(
         sys.argv[1:] if argv is None else argv), machine=machine_info(), load=load_average(),
         pairs=pairs)

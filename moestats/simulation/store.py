@@ -68,15 +68,34 @@ def _iso(unix):
     return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")
 
 
+def _numba_target():
+    """The CPU Numba compiles the kernels for (``NUMBA_CPU_NAME`` or LLVM's host CPU,
+    e.g. ``"znver4"``): two machines with the same model name may differ here, and so
+    may their results in the last bits."""
+    name = os.environ.get("NUMBA_CPU_NAME")
+    if name:
+        return name
+    try:
+        from llvmlite import binding
+        return binding.get_host_cpu_name()
+    except Exception:  # llvmlite missing or broken: the name is informative only
+        return None
+
+
 def _cpu_model():
+    """The machine's CPU for the run-session records, with the kernels' target."""
+    model = None
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                    model = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    model = model or platform.processor() or platform.machine()
+    target = _numba_target()
+    return f"{model} (Numba target {target})" if target else model
 
 
 def _load():
