@@ -431,6 +431,24 @@ def test_reference_cell_gauge_fixed_error_is_reported_not_fitted():
     assert any("identically 0" in t for t in legend_texts(ax))
 
 
+def test_rounding_level_errors_are_reported_as_nothing_to_estimate():
+    # a top-1 truth: within-cell weight shares sum to 1, the error is rounding only
+    df = cell_results()
+    rng = np.random.default_rng(3)
+    df["cell0_weight"] = rng.choice([0.0, 1.1e-16, 2.2e-16], size=len(df))
+    t = cell_rate_table(df, n_boot=0)
+    row = t[(t.cell == 0) & (t.block == "weight")].iloc[0]
+    assert np.isnan(row["slope"]) and row["error"].startswith("identically 0 up to rounding")
+    ax = plot_cell_rates(df, n_boot=0, blocks=["weight"]).axes[0]
+    assert any("up to rounding" in t for t in legend_texts(ax))
+    # nothing drawn at the rounding level
+    assert not any(np.any(np.asarray(line.get_ydata(), float) > 0) for line in ax.get_lines())
+    # an error just above rounding is fitted as usual
+    df["cell0_weight"] = 1e-6 * df["n"] ** -0.5
+    row = cell_rate_table(df, n_boot=0).query("cell == 0 and block == 'weight'").iloc[0]
+    assert row["slope"] == pytest.approx(-0.5)
+
+
 # --------------------------------------------------------------- plot_fit_1d
 def _params_1d():
     return MoEParams([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],

@@ -167,6 +167,15 @@ def _cell_panel(ax, d, by, statistic, band, min_fits, n_boot, rng):
     for ser in _series(d, by, min_fits):
         s = ser["size"]
         color = _size_color(s)
+        rf = _fit(ser, statistic, n_boot, rng)
+        theory = cell_theory_slope(d["block"].iloc[0], s) \
+            if d["block"].iloc[0] in CELL_BLOCKS else None
+        th = "no theory" if theory is None else f"theory {_slope_text(theory)}"
+        if isinstance(rf, str) and rf.startswith("identically"):
+            # nothing to estimate: no markers at the rounding level, only the legend
+            ax.plot([], [], color=color, marker=_MARKERS.get(s, "v"), linestyle="none",
+                    label=f"|A|={s} ({ser['fits']} fits): {rf}")
+            continue
         n_values, st = _per_n(ser["n"], ser["values"], ~ser["use"], band)
         has = np.isfinite(st[statistic])
         fit_n = set(np.unique(ser["n"][ser["fit"]]).tolist())
@@ -181,10 +190,6 @@ def _cell_panel(ax, d, by, statistic, band, min_fits, n_boot, rng):
         if band is not None and has.any():
             ax.vlines(n_values[has], st["low"][has], st["high"][has], color=color,
                       alpha=0.4, linewidth=1.0, gid=f"band:{s}")
-        rf = _fit(ser, statistic, n_boot, rng)
-        theory = cell_theory_slope(d["block"].iloc[0], s) \
-            if d["block"].iloc[0] in CELL_BLOCKS else None
-        th = "no theory" if theory is None else f"theory {_slope_text(theory)}"
         if isinstance(rf, str):
             ax.plot([], [], color=color, marker=_MARKERS.get(s, "v"), linestyle="none",
                     label=f"|A|={s} ({ser['fits']} fits): {_no_fit_reason(ser, rf)}; {th}")
