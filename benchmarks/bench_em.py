@@ -320,7 +320,7 @@ def _nproc():
 
 
 def machine_info():
-    from moestats.simulation.store import _numba_target
+    from moestats.simulation.machine import numba_target
     info = {
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
@@ -329,7 +329,7 @@ def machine_info():
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "nproc": _nproc(),
         "cpu_model": None,
-        "numba_target": _numba_target(),
+        "numba_target": numba_target(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "scikit_learn": sklearn.__version__,

@@ -249,8 +249,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     assert killed_session["fits"] == partial and killed_session["wall_s"] >= 0.3 * (partial - 1)
     assert killed_session["workers"] == "1 local processes"
     # the machine names the CPU the kernels were compiled for (their last bits depend on it)
-    from moestats.simulation.store import _numba_target
-    assert killed_session["cpu"].endswith(f"(Numba target {_numba_target()})")
+    from moestats.simulation.machine import numba_target
+    assert killed_session["cpu"].endswith(f"(Numba target {numba_target()})")
     store = run_sweep(spec, path, n_jobs=2, progress=False)
     resumed = frame(store)
     fresh = frame(run_sweep(spec, tmp_path / "fresh.sqlite", n_jobs=1, progress=False))

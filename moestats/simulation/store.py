@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +55,7 @@ import pandas as pd
 
 from .faults import EmptyStoreError, StoreError, StoreLockedError
 from .locking import StoreLock
+from .machine import cpu_description, load_1min
 from .spec import SweepSpec
 from .store_file import APPLICATION_ID, STORE_FORMAT, StoreFile
 from .store_rows import COLUMNS, _certified, _gauge_of, cells_json, parse_cells
@@ -66,43 +66,6 @@ __all__ = ["ResultStore", "SpecMismatchError", "COLUMNS", "cells_json", "parse_c
 
 def _iso(unix):
     return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")
-
-
-def _numba_target():
-    """The CPU Numba compiles the kernels for (``NUMBA_CPU_NAME`` or LLVM's host CPU,
-    e.g. ``"znver4"``): two machines with the same model name may differ here, and so
-    may their results in the last bits."""
-    name = os.environ.get("NUMBA_CPU_NAME")
-    if name:
-        return name
-    try:
-        from llvmlite import binding
-        return binding.get_host_cpu_name()
-    except Exception:  # llvmlite missing or broken: the name is informative only
-        return None
-
-
-def _cpu_model():
-    """The machine's CPU for the run-session records, with the kernels' target."""
-    model = None
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    target = _numba_target()
-    return f"{model} (Numba target {target})" if target else model
-
-
-def _load():
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):
-        return None
 
 
 class SpecMismatchError(RuntimeError):
@@ -287,8 +250,8 @@ class ResultStore(StoreFile):
         now = time.time()
         key = f"session:{_iso(now)}:{os.getpid()}"
         record = dict(started=_iso(now), started_unix=now, last_write=_iso(now), wall_s=0.0,
-                      fits=0, pending=int(pending), workers=str(workers), cpu=_cpu_model(),
-                      nproc=os.cpu_count(), load=_load(), moestats=__version__)
+                      fits=0, pending=int(pending), workers=str(workers), cpu=cpu_description(),
+                      nproc=os.cpu_count(), load=load_1min(), moestats=__version__)
         with self._write("recording the run session") as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(record)))
         self._session = (key, record)
