@@ -115,7 +115,7 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
         max_rel_dloss=float(rel.max()) if rel.size else None,
         fits_rel_dloss_over_tol=int((rel > LOSS_TOL).sum()),
         identical_loss=int((la == lb).sum()),
-        fit_cpu_s=dict(committed=_fit_seconds(committed), rerun=_fit_seconds(rerun)),
+        fit_cpu_s=dict(committed=_fit_seconds(a), rerun=_fit_seconds(b)),  # common tasks
         slopes={f: dict(committed=sa.get(f), rerun=sb.get(f)) for f in sorted(set(sa) | set(sb))},
     )
 
@@ -138,7 +138,7 @@ def render(payload) -> str:
         "",
         "| sweep | rerun | tasks in common | status changes | certificate changes | "
         "max abs Δℓ | another maximum | max rel Δloss | rel Δloss > 1e-3 | loss bit-identical | "
-        "median slope: committed → rerun | s in fits: committed → rerun | rerun wall time |",
+        "median slope: committed → rerun | s in the common fits: committed → rerun | rerun wall time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, (directory, r) in payload["pairs"].items():
@@ -152,6 +152,12 @@ def render(payload) -> str:
             f"{r['fits_rel_dloss_over_tol']} | {r['identical_loss']} | {slopes} | "
             f"{_g(r['fit_cpu_s']['committed'], '.0f')} → {_g(r['fit_cpu_s']['rerun'], '.0f')} | "
             f"{_wall(r['cost'])} |")
+    partial = [name for name, (_, r) in payload["pairs"].items()
+               if r["common"] < r["committed_tasks"]]
+    if partial:
+        lines += ["", "Partial reruns (" + ", ".join(partial) + "): the tasks in common are "
+                  "compared fit by fit; their slope column is over the rerun's few sizes and "
+                  "says nothing, and the wall time is that of the part rerun."]
     machines = sorted({m for _, r in payload["pairs"].values() for m in r["cost"]["machines"]})
     if machines:
         lines += ["", "Reruns made on: " + "; ".join(machines) + ". Rerun wall time: the "
