@@ -24,7 +24,6 @@ and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -99,8 +98,9 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
     common = a.index.intersection(b.index)
     a, b = a.loc[common], b.loc[common]
     both_ok = ((a["status"] == "ok") & (b["status"] == "ok")).to_numpy()
-    dll = np.abs(a["log_likelihood"].astype(float) - b["log_likelihood"].astype(float))
-    dll = dll.to_numpy()[both_ok]
+    signed = (b["log_likelihood"].astype(float) - a["log_likelihood"].astype(float))
+    signed = signed.to_numpy()[both_ok]
+    dll = np.abs(signed)
     la, lb = a["loss"].astype(float).to_numpy()[both_ok], b["loss"].astype(float).to_numpy()[both_ok]
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.abs(la - lb) / np.abs(la)
@@ -112,6 +112,7 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
         certificate_changes=int((_certified(a) != _certified(b)).sum()),
         max_abs_dll=float(dll.max()) if dll.size else None,
         fits_dll_over_tol=int((dll > LL_TOL).sum()),
+        rerun_higher=int((signed > LL_TOL).sum()), rerun_lower=int((signed < -LL_TOL).sum()),
         max_rel_dloss=float(rel.max()) if rel.size else None,
         fits_rel_dloss_over_tol=int((rel > LOSS_TOL).sum()),
         identical_loss=int((la == lb).sum()),
@@ -148,7 +149,8 @@ def render(payload) -> str:
         lines.append(
             f"| {name} | `{directory}` | {r['common']} of {r['committed_tasks']} | "
             f"{r['status_changes']} | {r['certificate_changes']} | {_g(r['max_abs_dll'])} | "
-            f"{r['fits_dll_over_tol']} | {_g(r['max_rel_dloss'])} | "
+            f"{r['fits_dll_over_tol']} ({r['rerun_higher']} higher, {r['rerun_lower']} lower) | "
+            f"{_g(r['max_rel_dloss'])} | "
             f"{r['fits_rel_dloss_over_tol']} | {r['identical_loss']} | {slopes} | "
             f"{_g(r['fit_cpu_s']['committed'], '.0f')} → {_g(r['fit_cpu_s']['rerun'], '.0f')} | "
             f"{_wall(r['cost'])} |")
@@ -195,10 +197,8 @@ def main(argv=None):
     payload = dict(command="python benchmarks/check_reproduction.py " + shlex.join(
         sys.argv[1:] if argv is None else argv), machine=machine_info(), load=load_average(),
         pairs=pairs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
-    args.out.with_suffix(".md").write_text(render(payload))
-    print(render(payload))
+    from check_large_n import write_outputs  # it imports this module
+    write_outputs(args.out, payload, render)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_em import load_average, machine_info  # noqa: E402
+from check_large_n import write_outputs  # noqa: E402
 from check_reproduction import store_frame  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "check_top1_idle_expert"
@@ -152,10 +153,7 @@ def main(argv=None):
     payload = dict(command="python benchmarks/check_top1_idle_expert.py " + shlex.join(
         sys.argv[1:] if argv is None else argv), machine=machine_info(), load=load_average(),
         summary=summary, rows=rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
-    args.out.with_suffix(".md").write_text(render(payload))
-    print(render(payload))
+    write_outputs(args.out, payload, render)
 
 
 if __name__ == "__main__":
