@@ -10,7 +10,11 @@ of a rerun of the same config (``moestats run simulations/<config>.toml --full -
   the certificate's tolerance (1e-3 nats: another maximum);
 - the largest relative difference of the main loss, and how many fits moved by more
   than 1e-3 relative;
-- the slope of the median main loss (certified fits) from each, and their difference.
+- the slope of the median main loss (certified fits) from each, and their difference;
+- for the fits whose main loss moved by more than 1e-3 relative: how far their density
+  error (gauge-free) moved, and how many of the rerun's fits have a gate slope at the
+  bound of the config's parameter space (``[space] coef_bound``), where the likelihood is
+  flat along the gate and the parameter loss is not determined by the density.
 
 Usage::
 
@@ -24,6 +28,7 @@ and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -42,7 +47,7 @@ LOSS_TOL = 1e-3
 
 def store_frame(directory: Path, with_sessions=False):
     """All results of the one store in a sweep's results ``directory`` (read-only), and
-    with ``with_sessions`` its recorded run sessions."""
+    with ``with_sessions`` its recorded run sessions and its sweep spec."""
     from moestats.simulation import ResultStore
     paths = sorted(Path(directory).glob("*.sqlite"))
     if not paths:
@@ -50,7 +55,7 @@ def store_frame(directory: Path, with_sessions=False):
     store = ResultStore(paths[0], readonly=True)
     try:
         frame = store.to_frame()
-        return (frame, store.sessions()) if with_sessions else frame
+        return (frame, store.sessions(), store.spec_dict) if with_sessions else frame
     finally:
         store.close()
 
@@ -91,8 +96,41 @@ def _fit_seconds(df):
     return float(pd.to_numeric(df["wall_time"], errors="coerce").sum())
 
 
-def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
-    """Task-by-task differences between two result tables of the same sweep."""
+def _max_gate_slope(params) -> float:
+    """The largest absolute gate slope of a stored fit (its ``params`` JSON)."""
+    if not isinstance(params, str):
+        return float("nan")
+    return float(np.max(np.abs(json.loads(params)["gate_coef"])))
+
+
+def moved_fits(a: pd.DataFrame, b: pd.DataFrame, moved: np.ndarray, coef_bound) -> dict:
+    """What the fits whose main loss moved have in common: the largest relative change
+    of their density error, their median main loss, and how many of the rerun's fits
+    have a gate slope at ``coef_bound`` (within 1%) or beyond half of it."""
+    out = dict(fits=int(moved.sum()), max_rel_ddensity=None, gate_at_bound=None,
+               coef_bound=coef_bound,
+               median_loss=float(np.median(b["loss"].astype(float).to_numpy()[moved]))
+               if moved.any() else None)
+    if not moved.any():
+        return out
+    if "loss_density" in a and "loss_density" in b:
+        da = a["loss_density"].astype(float).to_numpy()[moved]
+        db = b["loss_density"].astype(float).to_numpy()[moved]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.abs(da - db) / np.abs(da)
+        rel = rel[np.isfinite(rel)]
+        out["max_rel_ddensity"] = float(rel.max()) if rel.size else None
+    if "params" in b and coef_bound is not None:
+        slopes = np.array([_max_gate_slope(p) for p in b["params"].to_numpy()[moved]])
+        out["gate_at_bound"] = int((slopes >= 0.99 * coef_bound).sum())
+        out["gate_beyond_half"] = int((slopes >= 0.5 * coef_bound).sum())
+        out["median_gate_slope"] = float(np.nanmedian(slopes))
+    return out
+
+
+def compare(committed: pd.DataFrame, rerun: pd.DataFrame, coef_bound=None) -> dict:
+    """Task-by-task differences between two result tables of the same sweep
+    (``coef_bound``: the bound on the gate slopes of the rerun's parameter space)."""
     a = committed.set_index(KEYS)
     b = rerun.set_index(KEYS)
     common = a.index.intersection(b.index)
@@ -103,8 +141,10 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
     dll = np.abs(signed)
     la, lb = a["loss"].astype(float).to_numpy()[both_ok], b["loss"].astype(float).to_numpy()[both_ok]
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.abs(la - lb) / np.abs(la)
-    rel = rel[np.isfinite(rel)]
+        rel_all = np.abs(la - lb) / np.abs(la)
+    rel = rel_all[np.isfinite(rel_all)]
+    moved = np.zeros(len(common), bool)
+    moved[both_ok] = np.isfinite(rel_all) & (rel_all > LOSS_TOL)
     sa, sb = _median_slope(committed), _median_slope(rerun)
     return dict(
         committed_tasks=int(len(committed)), rerun_tasks=int(len(rerun)), common=int(len(common)),
@@ -118,6 +158,7 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame) -> dict:
         identical_loss=int((la == lb).sum()),
         fit_cpu_s=dict(committed=_fit_seconds(a), rerun=_fit_seconds(b)),  # common tasks
         slopes={f: dict(committed=sa.get(f), rerun=sb.get(f)) for f in sorted(set(sa) | set(sb))},
+        moved=moved_fits(a, b, moved, coef_bound),
     )
 
 
@@ -160,6 +201,20 @@ def render(payload) -> str:
         lines += ["", "Partial reruns (" + ", ".join(partial) + "): the tasks in common are "
                   "compared fit by fit; their slope column is over the rerun's few sizes and "
                   "says nothing, and the wall time is that of the part rerun."]
+    moved = {name: r["moved"] for name, (_, r) in payload["pairs"].items()
+             if r.get("moved", {}).get("fits")}
+    if moved:
+        lines += ["", "Fits whose main loss moved by more than 1e-3 relative:", "",
+                  "| sweep | fits | median main loss (rerun) | max rel Δ density error | "
+                  "rerun fits with a gate slope at the bound (≥ 99%) | beyond half the bound | "
+                  "median largest gate slope |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, mv in moved.items():
+            lines.append(
+                f"| {name} | {mv['fits']} | {_g(mv['median_loss'])} | "
+                f"{_g(mv['max_rel_ddensity'])} | "
+                f"{_g(mv['gate_at_bound'], 'd')} of {mv['fits']} (bound {_g(mv['coef_bound'], 'g')}) | "
+                f"{_g(mv.get('gate_beyond_half'), 'd')} | {_g(mv.get('median_gate_slope'), '.3g')} |")
     machines = sorted({m for _, r in payload["pairs"].values() for m in r["cost"]["machines"]})
     if machines:
         lines += ["", "Reruns made on: " + "; ".join(machines) + ". Rerun wall time: the "
@@ -192,8 +247,9 @@ def main(argv=None):
         if not table.exists():
             raise SystemExit(f"no committed results table {table}")
         committed = pd.read_csv(table)
-        rerun, sessions = store_frame(Path(directory), with_sessions=True)
-        pairs[name] = (directory, dict(compare(committed, rerun), cost=session_cost(sessions)))
+        rerun, sessions, spec = store_frame(Path(directory), with_sessions=True)
+        bound = spec.get("space", {}).get("coef_bound")
+        pairs[name] = (directory, dict(compare(committed, rerun, bound), cost=session_cost(sessions)))
     payload = dict(command="python benchmarks/check_reproduction.py " + shlex.join(
         sys.argv[1:] if argv is None else argv), machine=machine_info(), load=load_average(),
         pairs=pairs)
