@@ -1,6 +1,8 @@
 """Tests for moestats.plotting: rate figures and the 1-d fit figure."""
 
+import io
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +256,20 @@ def test_plot_parameter_errors(results):
                                      n_boot=0).axes) == 2
     with pytest.raises(ValueError, match="no err_"):
         plot_parameter_errors(results[["fitted", "n", "status", "loss"]])
+
+
+def test_plot_parameter_errors_rounding_level_block_is_not_fitted(results):
+    # a top-1 truth's weight error is rounding only: named in the legend, not fitted
+    df = results[results.fitted == "k3"].copy()
+    df["err_weight"] = np.random.default_rng(0).choice([1.1e-16, 2.2e-16], size=len(df))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'no median rate fit ... log(0)' warning
+        fig = plot_parameter_errors(df, columns=["err_gate_coef", "err_weight"], n_boot=0)
+        fig.savefig(io.BytesIO(), format="png")  # a panel with nothing drawn still draws
+    ax = fig.axes[1]
+    assert any("identically 0 up to rounding" in t for t in legend_texts(ax))
+    assert not any(np.any(np.asarray(line.get_ydata(), float) > 0) for line in ax.get_lines())
+    by_gid(fig.axes[0], "fit:median:k3")  # the other block is fitted as before
 
 
 # ---------------------------------------------------------- plot_local_slopes

@@ -248,6 +248,21 @@ def _per_n(n, values, excluded, band, trim=0.1):
     return n_values, stats
 
 
+#: errors at or below this are rounding: a block fixed by the gauge or by the model's
+#: form (e.g. within-cell weight shares of a top-1 truth, which sum to 1)
+ROUNDING_ZERO = 1e-12
+
+
+def _zero_reason(used):
+    """Why the errors ``used`` estimate nothing (they are all 0, or all at the rounding
+    level ``ROUNDING_ZERO``), or ``""`` when they do."""
+    if used.size and np.all(used == 0):
+        return "identically 0 (fixed by the gauge)"
+    if used.size and np.all(np.abs(used) <= ROUNDING_ZERO):
+        return f"identically 0 up to rounding (<= {ROUNDING_ZERO:g}: fixed by the model)"
+    return ""
+
+
 def _try_fit(name, column, n, values, excluded, statistic, n_boot, rng, fit=fit_rate):
     try:
         return fit(n, values, statistic=statistic, n_boot=n_boot, rng=rng, failed=excluded)
@@ -311,8 +326,13 @@ def _draw_rate(ax, cfg, color, *, column, statistics, band, theory_slope, rate_f
     """Markers, spread whiskers, fitted lines with bands, theory line and uncertified
     fits of one configuration; returns ``{statistic: RateFit}``."""
     excluded = cfg.excluded(certified_only)
-    n_values, st = _per_n(cfg.n, cfg.values, excluded, band)
     pre, key = _prefix(cfg.name), cfg.key
+    zero = _zero_reason(cfg.values[~excluded])
+    if zero:  # nothing to estimate: no markers at the rounding level, only the legend
+        ax.plot([], [], color=color, marker="s", linestyle="none", gid=f"zero:{key}",
+                label=f"{pre}{zero}")
+        return {}
+    n_values, st = _per_n(cfg.n, cfg.values, excluded, band)
     n_rows = cfg.n.size
     bad = cfg.failed | ~np.isfinite(cfg.values)
     n_failed = int(bad.sum())

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..rates import cell_theory_slope, fit_rate, last_decade_slope
-from ._common import _certified_column, _config_frames
+from ._common import _certified_column, _config_frames, _zero_reason
 
 __all__ = ["CELL_BLOCKS", "cell_errors", "cell_rate_table"]
 
@@ -139,19 +139,12 @@ def _series(d, by, min_fits):
     return out
 
 
-#: errors at or below this are rounding: a block fixed by the gauge or by the model's
-#: form (e.g. within-cell weight shares of a top-1 truth, which sum to 1)
-ROUNDING_ZERO = 1e-12
-
-
 def _fit(ser, statistic, n_boot, rng, fn=fit_rate, **kw):
     """A RateFit of the series, or the reason why there is none (str; a series with
     nothing to estimate starts with ``"identically 0"``)."""
-    used = ser["values"][ser["fit"]]
-    if used.size and np.all(used == 0):
-        return "identically 0 (fixed by the gauge)"
-    if used.size and np.all(np.abs(used) <= ROUNDING_ZERO):
-        return f"identically 0 up to rounding (<= {ROUNDING_ZERO:g}: fixed by the model)"
+    zero = _zero_reason(ser["values"][ser["fit"]])
+    if zero:
+        return zero
     try:
         return fn(ser["n"], ser["values"], statistic=statistic, n_boot=n_boot, rng=rng,
                   failed=~ser["fit"], **kw)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ._common import (_check_band, _configs, _draw_rate, _grid, _log_axis, _new_axes,
-                      _statistics, loss_axis_label)
+from ._common import (ROUNDING_ZERO, _check_band, _configs, _draw_rate, _grid, _log_axis,
+                      _new_axes, _statistics, _zero_reason, loss_axis_label)
 from .counts import plot_fit_counts, plot_passes
 from .slopes import plot_local_slopes
 
@@ -259,6 +259,10 @@ def plot_parameter_errors(results, *, fitted=None, columns=None, theory=None,
                        markers=(statistics[0],), n_boot=n_boot, rng=rng,
                        certified_only=certified_only, label_band=False)
         _log_axis(ax, "both")
+        if all(_zero_reason(c.values[~c.excluded(certified_only)]) for c in configs):
+            # only rounding-level errors: nothing drawn, so give the log axes limits
+            ax.set_xlim(np.min(results["n"]) / 1.5, np.max(results["n"]) * 1.5)
+            ax.set_ylim(ROUNDING_ZERO / 1e4, ROUNDING_ZERO * 10)
         ax.set_title(PARAMETER_ERROR_COLUMNS.get(col, col))
         ax.set_xlabel("sample size n")
         ax.set_ylabel(col)
