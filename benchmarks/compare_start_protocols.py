@@ -47,7 +47,7 @@ def _frame(results, name):
     frames = []
     for form in ("full", "quick"):
         for path in glob.glob(str(results / f"{name}-{form}" / "*.sqlite")):
-            store = ResultStore(path)
+            store = ResultStore(path, readonly=True)
             try:
                 frames.append(store.to_frame())
             finally:
