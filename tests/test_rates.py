@@ -195,6 +195,24 @@ def test_local_slopes_drift_to_zero_for_inverse_log_rate():
     assert fit_rate(n, 1.0 / np.log(n), n_boot=0).slope < -0.05
 
 
+def test_fit_rate_zero_losses_are_observations():
+    # an error fixed by the gauge in a few fits is exactly 0: the median is unaffected
+    rng = np.random.default_rng(5)
+    n = np.repeat([1e2, 1e3, 1e4, 1e5], 40)
+    loss = n ** -0.5 * rng.lognormal(0, 0.3, n.size)
+    ref = fit_rate(n, loss, statistic="median", n_boot=200, rng=1)
+    loss[::37] = 0.0  # 5 zeros, none a median
+    fit = fit_rate(n, loss, statistic="median", n_boot=200, rng=1)
+    assert fit.slope == pytest.approx(ref.slope, abs=0.02)
+    assert np.isfinite([fit.ci_low, fit.ci_high]).all()
+    assert local_slopes(n, loss, window=2, statistic="median", n_boot=50)["slope"].notna().all()
+    # a resample that draws only zeros at some n has no slope: left out and counted
+    few = np.array([10.0, 10.0, 20.0, 20.0, 40.0, 40.0])
+    fit = fit_rate(few, [1.0, 0.0, 0.7, 0.7, 0.5, 0.5], statistic="mean", n_boot=400, rng=2)
+    assert fit.boot_slopes.size < 400 and "left out" in fit.method
+    assert np.isfinite(fit.ci_low)
+
+
 # -------------------------------------------------------------------------- errors
 
 
@@ -205,7 +223,9 @@ def test_local_slopes_drift_to_zero_for_inverse_log_rate():
         ([10, 10, 10], [1.0, 2.0, 3.0], {}, "at least 2 distinct n"),
         ([10, 10, 20], [1.0, 2.0, np.nan], {}, r"at least 2 distinct n.*\[10\.0, 20\.0\]"),
         ([10, 20], [1.0, -0.5], {}, "non-negative"),
-        ([10, 20], [1.0, 0.0], {}, r"zero loss at n = \[20\.\].*log\(0\)"),
+        ([10, 20], [1.0, 0.0], {}, r"mean loss is 0 at n = \[20\.\].*log\(0\)"),
+        ([10, 10, 20, 20], [1.0, 1.0, 0.0, 0.0], {"statistic": "median"},
+         r"median loss is 0 at n = \[20\.\]"),
         ([0, 20], [1.0, 1.0], {}, "positive and finite"),
         ([10, 20], [1.0, 1.0], {"statistic": "mode"}, "unknown statistic 'mode'"),
         ([10, 20], [1.0, 1.0], {"trim": 0.5}, "trim must be"),

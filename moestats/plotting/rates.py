@@ -115,7 +115,7 @@ def plot_rate(results, *, column="loss", fitted=None, statistic=("median", "mean
     -----
     Failed fits (status not ``"ok"`` or a non-finite loss) are excluded and counted
     in the configuration's first legend label. If a rate cannot be fitted (fewer
-    than two ``n`` with valid losses, or a zero loss) a :class:`UserWarning` is
+    than two ``n`` with valid losses, or a statistic of 0) a :class:`UserWarning` is
     issued and its line omitted. Artist gids: ``"mean:<fitted>"``,
     ``"median:<fitted>"``, ``"band:<fitted>"`` (whiskers),
     ``"fit:<statistic>:<fitted>"`` and ``"fitband:<statistic>:<fitted>"``,

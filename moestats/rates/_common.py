@@ -68,17 +68,31 @@ def _group(n, losses, failed):
             f"losses must be non-negative, got {losses[neg][:5]} "
             f"at n = {np.unique(n[neg])}"
         )
-    zero = ok & (losses == 0)
-    if zero.any():
-        raise ValueError(
-            "zero loss at n = "
-            f"{np.unique(n[zero])}: log(0) is undefined in a power-law fit; "
-            "mark these rows in `failed` or add a floor"
-        )
     n_values, inverse = np.unique(n, return_inverse=True)
     groups = [losses[(inverse == i) & ok] for i in range(n_values.size)]
     n_failed_per_n = np.bincount(inverse[~ok], minlength=n_values.size)
     return n_values, groups, n_failed_per_n.astype(int)
+
+
+def _log_statistic(stat, n_values, statistic):
+    """``log`` of the per-n statistics ``stat`` at ``n_values``; a loss of exactly 0 is a
+    valid observation, but a statistic of 0 has no logarithm (ValueError naming the n)."""
+    stat = np.asarray(stat, dtype=float)
+    zero = stat <= 0
+    if zero.any():
+        raise ValueError(
+            f"the {statistic} loss is 0 at n = {np.asarray(n_values)[zero]}: log(0) is "
+            "undefined in a power-law fit; mark these rows in `failed` or add a floor"
+        )
+    return np.log(stat)
+
+
+def _log_boot(boot):
+    """``log`` of bootstrap statistics (resamples x n) and how many resamples were left
+    out: one whose statistic is 0 at some n (it drew only zero losses there) has no
+    log-log slope."""
+    keep = np.all(boot > 0, axis=1)
+    return np.log(boot[keep]), int((~keep).sum())
 
 
 def _boot_stats(groups, idx_use, statistic, trim, n_boot, gen):

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._common import (STATISTICS, _boot_stats, _check_options, _frozen, _group, _jsonable, _ols,
-                      _statistic)
+from ._common import (STATISTICS, _boot_stats, _check_options, _frozen, _group, _jsonable,
+                      _log_boot, _log_statistic, _ols, _statistic)
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,12 +220,16 @@ def fit_rate(
 
     Failed rows (non-finite loss or ``failed``) are excluded from ``S_i`` and
     counted; an ``n`` whose rows all failed is left out of the fit. At least two
-    distinct ``n`` with a finite statistic are required.
+    distinct ``n`` with a finite statistic are required. A loss of exactly 0 is a
+    valid observation (e.g. an error fixed by the gauge in some fits); a statistic
+    ``S_i = 0`` has no logarithm and is an error.
 
     Bootstrap: for ``b = 1..n_boot`` and every ``n_i`` independently, draw
     ``r_i`` of the ``r_i`` valid losses at ``n_i`` with replacement, recompute
     ``S_i^*`` and the OLS slope ``slope_b^*``. The interval is the
-    ``(1 - ci)/2`` and ``(1 + ci)/2`` empirical quantiles of ``slope_b^*``.
+    ``(1 - ci)/2`` and ``(1 + ci)/2`` empirical quantiles of ``slope_b^*``; a
+    resample with ``S_i^* = 0`` at some ``n_i`` has no slope and is left out (the
+    ``method`` string counts them).
 
     Examples
     --------
@@ -257,24 +261,27 @@ def fit_rate(
             f"fit a rate; n values {n_values.tolist()} have "
             f"{reps.tolist()} valid and {n_failed_per_n.tolist()} failed replications"
         )
+    label = f"{trim:g}-trimmed mean" if statistic == "trimmed" else statistic
     x = np.log(n_values[use])
-    slope, intercept = _ols(x, np.log(stat_values[use]))
+    slope, intercept = _ols(x, _log_statistic(stat_values[use], n_values[use], label))
 
     ci_low = ci_high = float("nan")
     slopes = intercepts = np.empty(0)
+    dropped = 0
     if n_boot > 0:
         gen = np.random.default_rng(rng)
-        boot = _boot_stats(groups, use, statistic, trim, n_boot, gen)
+        yb, dropped = _log_boot(_boot_stats(groups, use, statistic, trim, n_boot, gen))
         xc = x - x.mean()
-        yb = np.log(boot)
         slopes = (yb - yb.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
         intercepts = yb.mean(axis=1) - slopes * x.mean()
         alpha = 1.0 - float(ci)
-        ci_low, ci_high = (float(q) for q in np.quantile(slopes, [alpha / 2, 1 - alpha / 2]))
+        if slopes.size:
+            ci_low, ci_high = (float(q) for q in np.quantile(slopes, [alpha / 2, 1 - alpha / 2]))
 
-    label = f"{trim:g}-trimmed mean" if statistic == "trimmed" else statistic
     method = f"OLS of log({label} loss) on log n"
-    method += f"; stratified bootstrap percentile CI ({n_boot} resamples)" if n_boot else "; no CI"
+    method += f"; stratified bootstrap percentile CI ({n_boot} resamples" if n_boot else "; no CI"
+    if n_boot:
+        method += (f", {dropped} with a {label} of 0 at some n left out)" if dropped else ")")
     return RateFit(
         slope=slope,
         intercept=intercept,

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ._common import _boot_stats, _check_options, _group, _ols, _statistic
+from ._common import (_boot_stats, _check_options, _group, _log_boot, _log_statistic, _ols,
+                      _statistic)
 from .fit import RateFit, fit_rate
 
 
@@ -88,11 +89,11 @@ def local_slopes(n, losses, *, window=5, statistic="median", trim=0.1, failed=No
     window = int(window)
     nk = n_values[keep]
     x = np.log(nk)
-    y = np.log([_statistic(groups[i], statistic, trim) for i in keep])
+    y = _log_statistic([_statistic(groups[i], statistic, trim) for i in keep], nk, statistic)
     yb = None
     if n_boot > 0:
-        yb = np.log(_boot_stats(groups, keep, statistic, trim, n_boot,
-                                np.random.default_rng(rng)))
+        yb, _ = _log_boot(_boot_stats(groups, keep, statistic, trim, n_boot,
+                                      np.random.default_rng(rng)))
     alpha = 1.0 - float(ci)
     rows = []
     for s in range(len(keep) - window + 1):
@@ -102,7 +103,8 @@ def local_slopes(n, losses, *, window=5, statistic="median", trim=0.1, failed=No
             xc = xs - xs.mean()
             seg = yb[:, s : s + window]
             boot = (seg - seg.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
-            lo, hi = (float(q) for q in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
+            if boot.size:
+                lo, hi = (float(q) for q in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
         rows.append(
             {
                 "n_center": float(np.exp(xs.mean())),
