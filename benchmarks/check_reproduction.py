@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -173,7 +174,8 @@ def render(payload) -> str:
         "",
         f"Command: `{payload['command']}`. {m['timestamp_utc']}; {m.get('cpu_model')}, nproc "
         f"{m.get('nproc')}, moestats {m.get('moestats')}; load {payload['load']}. Compares "
-        "the committed results table behind each figure (`figures/<name>-results.csv.gz`) with "
+        "the committed results table behind each figure (`figures/<name>-results.csv.gz`, "
+        f"as of commit {payload.get('figures_commit', 'not recorded')}) with "
         "the store of a rerun of its config, task by task (same seed, n and replication). "
         f"'Another maximum': |Δℓ| > {LL_TOL} nats (the certificate's tolerance). Slope: OLS "
         "of log(median main loss) on log n over the certified fits.",
@@ -231,6 +233,17 @@ def _wall(cost) -> str:
             f"{'; '.join(cost['workers'])}{load})")
 
 
+def figures_commit(figures: Path) -> str:
+    """The last commit that changed the committed tables in ``figures`` (they are
+    rebuilt from time to time, so a comparison names the ones it read)."""
+    try:
+        out = subprocess.run(["git", "-C", str(figures), "log", "-1", "--format=%h %cs", "--", "."],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        out = ""
+    return out or "not in a git checkout"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pair", action="append", required=True,
@@ -252,7 +265,7 @@ def main(argv=None):
         pairs[name] = (directory, dict(compare(committed, rerun, bound), cost=session_cost(sessions)))
     payload = dict(command="python benchmarks/check_reproduction.py " + shlex.join(
         sys.argv[1:] if argv is None else argv), machine=machine_info(), load=load_average(),
-        pairs=pairs)
+        figures_commit=figures_commit(args.figures), pairs=pairs)
     from check_large_n import write_outputs  # it imports this module
     write_outputs(args.out, payload, render)
 
