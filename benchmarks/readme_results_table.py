@@ -1,11 +1,20 @@
-"""Copy the full-form slope rows of ``figures/RESULTS.md`` into the README's results table.
+"""Copy the full-form slope rows of ``figures/RESULTS.md`` into the README's results table,
+and rebuild the README's costs table from the committed sweeps.
 
-The README's table (the one whose header starts ``| setup | form | start | fitted |``) is
-replaced by the header of ``figures/RESULTS.md``'s slope table and its ``full`` rows, in
-that file's order; nothing else in the README changes. Run after ``moestats report ...
---markdown figures/RESULTS.md`` (``benchmarks/figures_from_reruns.sh`` says so)::
+- The README's slope table (header ``| setup | form | start | fitted |``) is replaced by the
+  header of ``figures/RESULTS.md``'s slope table and its ``full`` rows, in that file's order.
+- With ``--reproduction FILE.json`` (a ``benchmarks/check_reproduction.py`` output), the
+  README's costs table (header ``| setup | form | start | fits |``) is rebuilt: for every
+  full form, its fits, the CPU seconds in them and the wall time of its run sessions (from
+  ``figures/<name>-full-slopes.json``), and what the comparison of the same sweep on another
+  machine found (fits compared, status and certificate changes, the largest |Δℓ|, fits at
+  another maximum), ordered by wall time.
+
+Nothing else in the README changes. Run after ``moestats report ... --markdown
+figures/RESULTS.md`` (``benchmarks/figures_from_reruns.sh`` says so)::
 
     python benchmarks/readme_results_table.py [--readme README.md] [--results figures/RESULTS.md]
+        [--reproduction benchmarks/results/check_reproduction_zen4.json]
 
 Exits 1 when the README has no such table or the results file no full rows.
 """
@@ -13,17 +22,19 @@ Exits 1 when the README has no such table or the results file no full rows.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "| setup | form | start | fitted |"
+COSTS_HEADER = "| setup | form | start | fits |"
 
 
-def first_table(lines: list[str], start: int = 0) -> tuple[int, int]:
+def first_table(lines: list[str], start: int = 0, header: str = HEADER) -> tuple[int, int]:
     """``(first, end)`` line indices of the first table at or after ``start`` whose header
-    starts with ``HEADER`` (``end`` is one past its last row); ``(-1, -1)`` if none."""
+    starts with ``header`` (``end`` is one past its last row); ``(-1, -1)`` if none."""
     for i in range(start, len(lines)):
-        if lines[i].startswith(HEADER):
+        if lines[i].startswith(header):
             j = i
             while j < len(lines) and lines[j].startswith("|"):
                 j += 1
@@ -41,23 +52,61 @@ def full_rows(results_md: str) -> list[str]:
     return lines[i:i + 2] + rows if rows else []
 
 
+def _g(x, fmt):
+    return "—" if x is None else format(x, fmt)
+
+
+def costs_rows(figures: Path, reproduction: dict) -> list[str]:
+    """The costs table: one row per ``figures/*-full-slopes.json``, by wall time."""
+    rows = []
+    for path in sorted(figures.glob("*-full-slopes.json")):
+        data = json.loads(path.read_text())
+        spec, timing = data["spec"], data.get("timing", {})
+        name = path.name.removesuffix("-slopes.json")
+        pair = reproduction.get("pairs", {}).get(name)
+        r = pair[1] if pair else None
+        wall = timing.get("wall_s")
+        compared = ("not compared" if r is None else
+                    f"{r['common']} of {r['committed_tasks']} | {r['status_changes']} / "
+                    f"{r['certificate_changes']} | {_g(r['max_abs_dll'], '.1e')} | "
+                    f"{r['fits_dll_over_tol']} ({r['rerun_higher']} / {r['rerun_lower']})")
+        if r is None:
+            compared += " | — | — | —"
+        rows.append((wall if wall is not None else float("inf"),
+                     f"| {spec['setup']} | full | {spec['start']} | {timing.get('fits', '—')} | "
+                     f"{_g(timing.get('fit_s'), '.0f')} | "
+                     f"{'not recorded' if wall is None else f'{wall / 60:.1f} min'} | {compared} |"))
+    head = [COSTS_HEADER + " time in fits (CPU s) | wall time | fits compared | status / "
+            "certificate changes | max abs Δℓ | another maximum (higher / lower) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    return head + [row for _, row in sorted(rows, key=lambda t: t[0])]
+
+
+def replace_table(lines: list[str], header: str, table: list[str], what: Path) -> list[str]:
+    i, j = first_table(lines, header=header)
+    if i < 0:
+        raise SystemExit(f"readme_results_table: no table starting {header!r} in {what}")
+    print(f"readme_results_table: {len(table) - 2} rows written to the table {header!r} "
+          f"(it had {j - i - 2})")
+    return lines[:i] + table + lines[j:]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     ap.add_argument("--results", type=Path, default=ROOT / "figures/RESULTS.md")
+    ap.add_argument("--reproduction", type=Path,
+                    help="a check_reproduction.py JSON: also rebuild the costs table")
     args = ap.parse_args(argv)
     table = full_rows(args.results.read_text())
     if not table:
         print(f"readme_results_table: no full-form rows in {args.results}")
         return 1
-    lines = args.readme.read_text().splitlines()
-    i, j = first_table(lines)
-    if i < 0:
-        print(f"readme_results_table: no table starting {HEADER!r} in {args.readme}")
-        return 1
-    args.readme.write_text("\n".join(lines[:i] + table + lines[j:]) + "\n")
-    print(f"readme_results_table: {len(table) - 2} full-form rows written to {args.readme} "
-          f"(it had {j - i - 2})")
+    lines = replace_table(args.readme.read_text().splitlines(), HEADER, table, args.readme)
+    if args.reproduction:
+        costs = costs_rows(args.results.parent, json.loads(args.reproduction.read_text()))
+        lines = replace_table(lines, COSTS_HEADER, costs, args.readme)
+    args.readme.write_text("\n".join(lines) + "\n")
     return 0
 
 
