@@ -447,6 +447,27 @@ def test_reference_cell_gauge_fixed_error_is_reported_not_fitted():
     assert any("identically 0" in t for t in legend_texts(ax))
 
 
+def test_gauge_fixed_fits_are_left_out_of_a_cell_fit_and_counted():
+    # the reference atom's gate slope is 0 by the gauge in some fits: those estimate
+    # nothing; the others carry the rate
+    df = cell_results()
+    fixed = (df["replication"] % 3 == 0) | ((df["n"] == CELL_NS[2]) & (df["replication"] < 6))
+    ref = cell_rate_table(df, n_boot=0)
+    df.loc[fixed, "cell0_gate_coef"] = 0.0
+    for by in ("size", "modal"):
+        t = cell_rate_table(df, by=by, n_boot=0)
+        row = t[(t.cell == 0) & (t.block == "gate_coef")].iloc[0]
+        assert row["gauge_fixed"] == int(fixed.sum()) and row["error"] == ""
+        assert row["fits"] == len(df) - int(fixed.sum())
+    # without them the median is that of the rest: the slope stays near the theory's
+    t = cell_rate_table(df, n_boot=0)
+    row = t[(t.cell == 0) & (t.block == "gate_coef")].iloc[0]
+    before = ref[(ref.cell == 0) & (ref.block == "gate_coef")].iloc[0]
+    assert row["slope"] == pytest.approx(before["slope"], abs=0.05)
+    ax = plot_cell_rates(df, n_boot=0, blocks=["gate_coef"]).axes[0]
+    assert any(f"{int(fixed.sum())} fixed by the gauge left out" in t for t in legend_texts(ax))
+
+
 def test_rounding_level_errors_are_reported_as_nothing_to_estimate():
     # a top-1 truth: within-cell weight shares sum to 1, the error is rounding only
     df = cell_results()

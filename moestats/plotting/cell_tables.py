@@ -105,10 +105,21 @@ def _mode(sizes):
     return float(values[np.argmax(counts)])
 
 
+def _without_fixed(rows, err):
+    """``rows`` less those whose error is exactly 0 (the gauge fixes the block in that
+    fit: e.g. the reference atom's gate slope), unless every row is; and how many."""
+    fixed = rows & (err == 0)
+    if fixed.any() and (rows & ~fixed).any():
+        return rows & ~fixed, int(fixed.sum())
+    return rows, 0
+
+
 def _series(d, by, min_fits):
     """Series of one (fitted, cell, block) frame: a list of dicts with ``size`` (the
     theory size), ``n``, ``values``, ``use`` (rows in the statistic), ``fit`` (rows in
-    the fit), ``modal_n`` (n where this size is the cell's modal size), ``fits``."""
+    the fit), ``modal_n`` (n where this size is the cell's modal size), ``fits`` and
+    ``gauge_fixed`` (fits whose error is exactly 0 in a block that is not 0 in others:
+    the gauge fixes it there, so they estimate nothing and are left out)."""
     n, size, err = d["n"].to_numpy(float), d["size"].to_numpy(float), d["error"].to_numpy(float)
     usable = d["usable"].to_numpy(bool)
     n_values = np.unique(n)
@@ -119,23 +130,24 @@ def _series(d, by, min_fits):
     if by == "size":
         for s in np.unique(size[usable]):
             enough = np.array([counts[(m, s)] >= min_fits for m in n])
-            use = usable & (size == s) & enough
+            use, fixed = _without_fixed(usable & (size == s) & enough, err)
             if np.unique(n[use]).size < 1:
                 continue
             out.append(dict(size=int(s), n=n, values=err, use=use, fit=use,
                             modal_n=int(sum(modal[m] == s for m in n_values)),
-                            fits=int(use.sum())))
+                            fits=int(use.sum()), gauge_fixed=fixed))
     else:
         overall = _mode(size[usable])
         if np.isnan(overall):
             return out
         at_modal = np.array([size[i] == modal[m] for i, m in enumerate(n)])
         enough = np.array([counts.get((m, modal[m]), 0) >= min_fits for m in n])
-        use = usable & at_modal & enough
+        at = usable & at_modal & enough
+        use, _ = _without_fixed(at, err)
         fit = use & (size == overall)
         out.append(dict(size=int(overall), n=n, values=err, use=use, fit=fit,
                         modal_n=int(sum(modal[m] == overall for m in n_values)),
-                        fits=int(fit.sum())))
+                        fits=int(fit.sum()), gauge_fixed=int((at & ~use & (size == overall)).sum())))
     return out
 
 
@@ -182,7 +194,10 @@ def cell_rate_table(results, *, fitted=None, by="size", statistic="median", min_
         Columns ``fitted``, ``cell``, ``size``, ``block``, ``theory_slope``
         (:func:`moestats.rates.cell_theory_slope`), ``slope``, ``ci_low``,
         ``ci_high``, ``decade_slope``, ``decade_ci_low``, ``decade_ci_high``,
-        ``n_sizes`` (n in the fit), ``fits`` (fits in the fit), ``modal_n`` (n at
+        ``n_sizes`` (n in the fit), ``fits`` (fits in the fit), ``gauge_fixed`` (fits
+        left out because the gauge fixes the block in them: an error of exactly 0 in a
+        block that is not 0 in other fits, e.g. the reference atom's gate slope),
+        ``modal_n`` (n at
         which this size is the cell's modal size, of ``n_total``), ``by``,
         ``statistic``, ``error`` (why no fit, else "").
 
@@ -221,6 +236,7 @@ def cell_rate_table(results, *, fitted=None, by="size", statistic="median", min_
                 decade_ci_low=dec.ci_low if dok else np.nan,
                 decade_ci_high=dec.ci_high if dok else np.nan,
                 n_sizes=rf.n_used if ok else int(np.unique(ser["n"][ser["fit"]]).size),
-                fits=ser["fits"], modal_n=ser["modal_n"], n_total=int(d["n"].nunique()),
+                fits=ser["fits"], gauge_fixed=ser["gauge_fixed"], modal_n=ser["modal_n"],
+                n_total=int(d["n"].nunique()),
                 by=by, statistic=statistic, error="" if ok else rf))
     return pd.DataFrame(rows)

@@ -195,8 +195,9 @@ def _cell_panel(ax, d, by, statistic, band, min_fits, n_boot, rng):
                     label=f"|A|={s} ({ser['fits']} fits): {_no_fit_reason(ser, rf)}; {th}")
             continue
         lo, hi = rf.n_range
+        fixed = f", {ser['gauge_fixed']} fixed by the gauge left out" if ser["gauge_fixed"] else ""
         _draw_fit(ax, rf, color, f"{statistic}:{s}",
-                  f"|A|={s} ({ser['fits']} fits, n {_n_text(lo)}\u2013{_n_text(hi)}): "
+                  f"|A|={s} ({ser['fits']} fits{fixed}, n {_n_text(lo)}\u2013{_n_text(hi)}): "
                   f"{_fit_label(rf)}; {th}", ("-", 1.5, 0.2))
         if theory is not None:
             _draw_theory(ax, rf, theory, color, str(s), "_nolegend_")
