@@ -10,6 +10,10 @@
 #
 #     bash benchmarks/figures_from_reruns.sh FULL QUICK [TREE]
 #
+# KEEP (environment, space-separated sweep names such as "topk-over-k4-agnostic-full"):
+# sweeps whose committed outputs stay as they are (their store need not be given); their
+# rows in figures/RESULTS.md come from their committed <name>-slopes.json.
+#
 # TREE (default results/from-reruns) gets one symlink per store in the layouts that
 # `moestats report` (TREE/all/<config>-<form>.sqlite) and compare_start_protocols
 # (TREE/<config>-<form>/) read. Then: `moestats report` into figures/ (figures/RESULTS.md
@@ -25,6 +29,7 @@ missing=0
 for c in $configs; do
   for pair in "full:$full" "quick:$quick"; do
     form=${pair%%:*} dir=${pair#*:}
+    case " ${KEEP:-} " in *" $c-$form "*) echo "keeping the committed $c-$form" >&2; continue;; esac
     store=$(ls "$dir/$c"/*-"$form".sqlite 2>/dev/null | head -1 || true)
     if [ -z "$store" ]; then echo "missing: $dir/$c/*-$form.sqlite" >&2; missing=1; continue; fi
     mkdir -p "$tree/$c-$form"
@@ -33,7 +38,11 @@ for c in $configs; do
   done
 done
 [ "$missing" = 0 ] || { echo "figures_from_reruns: stores missing (above); nothing rebuilt" >&2; exit 1; }
-rm -f figures/*
+for f in figures/*; do
+  keep=0
+  for k in ${KEEP:-}; do case "$(basename "$f")" in "$k"-*) keep=1;; esac; done
+  [ "$keep" = 1 ] || rm -f "$f"
+done
 moestats report "$tree/all" --out figures/ --markdown figures/RESULTS.md > "$tree/report.log"
 rm -f figures/*.svg
 gzip -f figures/*-results.csv
