@@ -46,5 +46,9 @@ done
 moestats report "$tree/all" --out figures/ --markdown figures/RESULTS.md > "$tree/report.log"
 rm -f figures/*.svg
 gzip -f figures/*-results.csv
-python benchmarks/compare_start_protocols.py --results "$tree"
+if [ -n "${KEEP:-}" ]; then
+  echo "figures_from_reruns: KEEP given, so compare_start_protocols.md is not rebuilt (it needs every store)" >&2
+else
+  python benchmarks/compare_start_protocols.py --results "$tree"
+fi
 echo "figures_from_reruns: $(ls figures | wc -l) files in figures/ from $(ls "$tree/all" | wc -l) stores"
