@@ -40,7 +40,7 @@ done
 [ "$missing" = 0 ] || { echo "figures_from_reruns: stores missing (above); nothing rebuilt" >&2; exit 1; }
 for f in figures/*; do
   keep=0
-  for k in ${KEEP:-}; do case "$(basename "$f")" in "$k"-*) keep=1;; esac; done
+  for k in ${KEEP:-}; do case "$(basename "$f")" in "$k"-*|"$k".*) keep=1;; esac; done
   [ "$keep" = 1 ] || rm -f "$f"
 done
 moestats report "$tree/all" --out figures/ --markdown figures/RESULTS.md > "$tree/report.log"

@@ -476,6 +476,7 @@ def test_rounding_level_errors_are_reported_as_nothing_to_estimate():
     t = cell_rate_table(df, n_boot=0)
     row = t[(t.cell == 0) & (t.block == "weight")].iloc[0]
     assert np.isnan(row["slope"]) and row["error"].startswith("identically 0 up to rounding")
+    assert row["gauge_fixed"] == 0 and row["fits"] == len(df)  # the exact zeros stay in
     ax = plot_cell_rates(df, n_boot=0, blocks=["weight"]).axes[0]
     assert any("up to rounding" in t for t in legend_texts(ax))
     # nothing drawn at the rounding level

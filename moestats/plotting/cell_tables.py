@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..rates import cell_theory_slope, fit_rate, last_decade_slope
-from ._common import _certified_column, _config_frames, _zero_reason
+from ._common import ROUNDING_ZERO, _certified_column, _config_frames, _zero_reason
 
 __all__ = ["CELL_BLOCKS", "cell_errors", "cell_rate_table"]
 
@@ -107,9 +107,10 @@ def _mode(sizes):
 
 def _without_fixed(rows, err):
     """``rows`` less those whose error is exactly 0 (the gauge fixes the block in that
-    fit: e.g. the reference atom's gate slope), unless every row is; and how many."""
+    fit: e.g. the reference atom's gate slope), unless no row is above the rounding
+    level (then the block estimates nothing at all); and how many."""
     fixed = rows & (err == 0)
-    if fixed.any() and (rows & ~fixed).any():
+    if fixed.any() and (rows & (np.abs(err) > ROUNDING_ZERO)).any():
         return rows & ~fixed, int(fixed.sum())
     return rows, 0
 
