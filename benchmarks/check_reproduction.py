@@ -109,11 +109,10 @@ def moved_fits(a: pd.DataFrame, b: pd.DataFrame, moved: np.ndarray, coef_bound) 
     of their density error, their median main loss, and how many of the rerun's fits
     have a gate slope at ``coef_bound`` (within 1%) or beyond half of it."""
     out = dict(fits=int(moved.sum()), max_rel_ddensity=None, gate_at_bound=None,
-               coef_bound=coef_bound,
-               median_loss=float(np.median(b["loss"].astype(float).to_numpy()[moved]))
-               if moved.any() else None)
+               coef_bound=coef_bound, median_loss=None)
     if not moved.any():
         return out
+    out["median_loss"] = float(np.median(b["loss"].astype(float).to_numpy()[moved]))
     if "loss_density" in a and "loss_density" in b:
         da = a["loss_density"].astype(float).to_numpy()[moved]
         db = b["loss_density"].astype(float).to_numpy()[moved]
@@ -147,6 +146,12 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame, coef_bound=None) -> di
     moved = np.zeros(len(common), bool)
     moved[both_ok] = np.isfinite(rel_all) & (rel_all > LOSS_TOL)
     sa, sb = _median_slope(committed), _median_slope(rerun)
+    changed = (_certified(a) != _certified(b)).to_numpy()
+    cert_changes = [dict(fitted=k[0], n=int(k[1]), replication=int(k[2]),
+                         committed=bool(_certified(a).iloc[i]), rerun=bool(_certified(b).iloc[i]),
+                         dll=float(b["log_likelihood"].iloc[i] - a["log_likelihood"].iloc[i]),
+                         rerun_certificate=str(b["certificate"].iloc[i]))
+                    for i, k in enumerate(a.index) if changed[i]]
     return dict(
         committed_tasks=int(len(committed)), rerun_tasks=int(len(rerun)), common=int(len(common)),
         status_changes=int((a["status"] != b["status"]).sum()),
@@ -160,6 +165,7 @@ def compare(committed: pd.DataFrame, rerun: pd.DataFrame, coef_bound=None) -> di
         fit_cpu_s=dict(committed=_fit_seconds(a), rerun=_fit_seconds(b)),  # common tasks
         slopes={f: dict(committed=sa.get(f), rerun=sb.get(f)) for f in sorted(set(sa) | set(sb))},
         moved=moved_fits(a, b, moved, coef_bound),
+        certificate_changed=cert_changes,
     )
 
 
@@ -217,6 +223,15 @@ def render(payload) -> str:
                 f"{_g(mv['max_rel_ddensity'])} | "
                 f"{_g(mv['gate_at_bound'], 'd')} of {mv['fits']} (bound {_g(mv['coef_bound'], 'g')}) | "
                 f"{_g(mv.get('gate_beyond_half'), 'd')} | {_g(mv.get('median_gate_slope'), '.3g')} |")
+    changes = [(name, c) for name, (_, r) in payload["pairs"].items()
+               for c in r.get("certificate_changed", [])]
+    if changes:
+        lines += ["", "Fits whose certificate verdict changed (the rerun's certificate):", "",
+                  "| sweep | fitted | n | replication | certified: committed → rerun | Δℓ | "
+                  "rerun certificate |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | {c['fitted']} | {c['n']} | {c['replication']} | "
+                  f"{c['committed']} → {c['rerun']} | {c['dll']:+.3g} | "
+                  f"`{c['rerun_certificate']}` |" for name, c in changes]
     machines = sorted({m for _, r in payload["pairs"].values() for m in r["cost"]["machines"]})
     if machines:
         lines += ["", "Reruns made on: " + "; ".join(machines) + ". Rerun wall time: the "

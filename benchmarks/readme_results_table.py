@@ -30,10 +30,10 @@ HEADER = "| setup | form | start | fitted |"
 COSTS_HEADER = "| setup | form | start | fits |"
 
 
-def first_table(lines: list[str], start: int = 0, header: str = HEADER) -> tuple[int, int]:
-    """``(first, end)`` line indices of the first table at or after ``start`` whose header
-    starts with ``header`` (``end`` is one past its last row); ``(-1, -1)`` if none."""
-    for i in range(start, len(lines)):
+def first_table(lines: list[str], header: str = HEADER) -> tuple[int, int]:
+    """``(first, end)`` line indices of the first table whose header starts with
+    ``header`` (``end`` is one past its last row); ``(-1, -1)`` if none."""
+    for i in range(len(lines)):
         if lines[i].startswith(header):
             j = i
             while j < len(lines) and lines[j].startswith("|"):
@@ -66,12 +66,10 @@ def costs_rows(figures: Path, reproduction: dict) -> list[str]:
         pair = reproduction.get("pairs", {}).get(name)
         r = pair[1] if pair else None
         wall = timing.get("wall_s")
-        compared = ("not compared" if r is None else
+        compared = ("not compared | — | — | —" if r is None else
                     f"{r['common']} of {r['committed_tasks']} | {r['status_changes']} / "
                     f"{r['certificate_changes']} | {_g(r['max_abs_dll'], '.1e')} | "
                     f"{r['fits_dll_over_tol']} ({r['rerun_higher']} / {r['rerun_lower']})")
-        if r is None:
-            compared += " | — | — | —"
         rows.append((wall if wall is not None else float("inf"),
                      f"| {spec['setup']} | full | {spec['start']} | {timing.get('fits', '—')} | "
                      f"{_g(timing.get('fit_s'), '.0f')} | "

@@ -278,10 +278,10 @@ def fit_rate(
         if slopes.size:
             ci_low, ci_high = (float(q) for q in np.quantile(slopes, [alpha / 2, 1 - alpha / 2]))
 
-    method = f"OLS of log({label} loss) on log n"
-    method += f"; stratified bootstrap percentile CI ({n_boot} resamples" if n_boot else "; no CI"
-    if n_boot:
-        method += (f", {dropped} with a {label} of 0 at some n left out)" if dropped else ")")
+    left_out = f", {dropped} with a {label} of 0 at some n left out" if dropped else ""
+    method = f"OLS of log({label} loss) on log n" + (
+        f"; stratified bootstrap percentile CI ({n_boot} resamples{left_out})" if n_boot
+        else "; no CI")
     return RateFit(
         slope=slope,
         intercept=intercept,
