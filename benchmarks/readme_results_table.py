@@ -3,18 +3,21 @@ and rebuild the README's costs table from the committed sweeps.
 
 - The README's slope table (header ``| setup | form | start | fitted |``) is replaced by the
   header of ``figures/RESULTS.md``'s slope table and its ``full`` rows, in that file's order.
-- With ``--reproduction FILE.json`` (a ``benchmarks/check_reproduction.py`` output), the
-  README's costs table (header ``| setup | form | start | fits |``) is rebuilt: for every
-  full form, its fits, the CPU seconds in them and the wall time of its run sessions (from
-  ``figures/<name>-full-slopes.json``), and what the comparison of the same sweep on another
-  machine found (fits compared, status and certificate changes, the largest |Δℓ|, fits at
-  another maximum), ordered by wall time.
+- With ``--reproduction FILE.json`` (a ``benchmarks/check_reproduction.py`` output; the
+  option may be repeated), the README's costs table (header ``| setup | form | start |
+  fits |``) is rebuilt: for every full form, its fits, the CPU seconds in them and the wall
+  time of its run sessions (from ``figures/<name>-full-slopes.json``), and what the
+  comparison of the same sweep on another machine found (fits compared, status and
+  certificate changes, the largest |Δℓ|, fits at another maximum), ordered by wall time.
+  Where several files compare a sweep, the one with the most fits in common is used. A
+  sweep whose committed run recorded no wall time takes that of a complete rerun, named
+  by the rerun's Numba target.
 
 Nothing else in the README changes. Run after ``moestats report ... --markdown
 figures/RESULTS.md`` (``benchmarks/figures_from_reruns.sh`` says so)::
 
     python benchmarks/readme_results_table.py [--readme README.md] [--results figures/RESULTS.md]
-        [--reproduction benchmarks/results/check_reproduction_zen4.json]
+        [--reproduction benchmarks/results/check_reproduction_zen4.json ...]
 
 Exits 1 when the README has no such table or the results file no full rows.
 """
@@ -56,24 +59,42 @@ def _g(x, fmt):
     return "—" if x is None else format(x, fmt)
 
 
-def costs_rows(figures: Path, reproduction: dict) -> list[str]:
+def best_comparison(name: str, reproductions: list[dict]) -> tuple[dict | None, str]:
+    """The comparison of sweep ``name`` with the most fits in common among
+    ``reproductions`` (check_reproduction.py outputs), and the Numba target of its rerun."""
+    found = [(pair[1], rep.get("machine", {}).get("numba_target", "another CPU"))
+             for rep in reproductions if (pair := rep.get("pairs", {}).get(name))]
+    if not found:
+        return None, ""
+    return max(found, key=lambda f: f[0]["common"])
+
+
+def _wall_cell(timing: dict, r: dict | None, target: str) -> tuple[float, str]:
+    """(sort key, cell): the committed run's wall time, else that of a complete rerun."""
+    wall = timing.get("wall_s")
+    if wall is not None:
+        return wall, f"{wall / 60:.1f} min"
+    rerun = None if r is None else r.get("cost", {}).get("wall_s")
+    if rerun is None or r["common"] < r["committed_tasks"]:
+        return float("inf"), "not recorded"
+    return rerun, f"{rerun / 60:.1f} min (rerun, {target})"
+
+
+def costs_rows(figures: Path, reproductions: list[dict]) -> list[str]:
     """The costs table: one row per ``figures/*-full-slopes.json``, by wall time."""
     rows = []
     for path in sorted(figures.glob("*-full-slopes.json")):
         data = json.loads(path.read_text())
         spec, timing = data["spec"], data.get("timing", {})
-        name = path.name.removesuffix("-slopes.json")
-        pair = reproduction.get("pairs", {}).get(name)
-        r = pair[1] if pair else None
-        wall = timing.get("wall_s")
+        r, target = best_comparison(path.name.removesuffix("-slopes.json"), reproductions)
+        key, wall = _wall_cell(timing, r, target)
         compared = ("not compared | — | — | —" if r is None else
                     f"{r['common']} of {r['committed_tasks']} | {r['status_changes']} / "
                     f"{r['certificate_changes']} | {_g(r['max_abs_dll'], '.1e')} | "
                     f"{r['fits_dll_over_tol']} ({r['rerun_higher']} / {r['rerun_lower']})")
-        rows.append((wall if wall is not None else float("inf"),
-                     f"| {spec['setup']} | full | {spec['start']} | {timing.get('fits', '—')} | "
-                     f"{_g(timing.get('fit_s'), '.0f')} | "
-                     f"{'not recorded' if wall is None else f'{wall / 60:.1f} min'} | {compared} |"))
+        rows.append((key, f"| {spec['setup']} | full | {spec['start']} | "
+                          f"{timing.get('fits', '—')} | {_g(timing.get('fit_s'), '.0f')} | "
+                          f"{wall} | {compared} |"))
     head = [COSTS_HEADER + " time in fits (CPU s) | wall time | fits compared | status / "
             "certificate changes | max abs Δℓ | another maximum (higher / lower) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -93,8 +114,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     ap.add_argument("--results", type=Path, default=ROOT / "figures/RESULTS.md")
-    ap.add_argument("--reproduction", type=Path,
-                    help="a check_reproduction.py JSON: also rebuild the costs table")
+    ap.add_argument("--reproduction", type=Path, action="append", default=[],
+                    help="a check_reproduction.py JSON (repeatable): also rebuild the costs "
+                         "table")
     args = ap.parse_args(argv)
     table = full_rows(args.results.read_text())
     if not table:
@@ -102,7 +124,8 @@ def main(argv=None) -> int:
         return 1
     lines = replace_table(args.readme.read_text().splitlines(), HEADER, table, args.readme)
     if args.reproduction:
-        costs = costs_rows(args.results.parent, json.loads(args.reproduction.read_text()))
+        costs = costs_rows(args.results.parent,
+                           [json.loads(f.read_text()) for f in args.reproduction])
         lines = replace_table(lines, COSTS_HEADER, costs, args.readme)
     args.readme.write_text("\n".join(lines) + "\n")
     return 0
