@@ -63,13 +63,19 @@ def store_frame(directory: Path, with_sessions=False):
 
 def session_cost(sessions) -> dict:
     """The wall time of a rerun from its store's run sessions: seconds in all, the
-    workers and machines, and the highest 1-minute load at a session's start."""
+    workers and machines, and the highest 1-minute load at a session's start.
+
+    Only sessions that stored a fit count: one stopped before its first fit (paused
+    for another job, say) adds no time (its time ends at its last stored fit) and its
+    start load says nothing about the fits; ``empty_sessions`` counts those."""
+    used = [s for s in sessions if s.get("fits", 1) > 0]
     return dict(
-        sessions=len(sessions),
-        wall_s=float(sum(s["wall_s"] for s in sessions)) if sessions else None,
-        workers=sorted({s["workers"] for s in sessions}),
-        machines=sorted({f"{s['cpu']}, nproc {s['nproc']}" for s in sessions}),
-        max_load=max((s["load"] for s in sessions if s.get("load") is not None), default=None),
+        sessions=len(used),
+        empty_sessions=len(sessions) - len(used),
+        wall_s=float(sum(s["wall_s"] for s in used)) if used else None,
+        workers=sorted({s["workers"] for s in used}),
+        machines=sorted({f"{s['cpu']}, nproc {s['nproc']}" for s in used}),
+        max_load=max((s["load"] for s in used if s.get("load") is not None), default=None),
     )
 
 
@@ -244,7 +250,9 @@ def _wall(cost) -> str:
     if not cost["sessions"]:
         return "not recorded"
     load = "" if cost["max_load"] is None else f", load {cost['max_load']:.1f}"
-    return (f"{cost['wall_s']:.0f} s ({cost['sessions']} session(s), "
+    empty = (f", {cost['empty_sessions']} more stopped before a fit"
+             if cost.get("empty_sessions") else "")
+    return (f"{cost['wall_s']:.0f} s ({cost['sessions']} session(s){empty}, "
             f"{'; '.join(cost['workers'])}{load})")
 
 
