@@ -62,21 +62,14 @@ def store_frame(directory: Path, with_sessions=False):
 
 
 def session_cost(sessions) -> dict:
-    """The wall time of a rerun from its store's run sessions: seconds in all, the
-    workers and machines, and the highest 1-minute load at a session's start.
-
-    Only sessions that stored a fit count: one stopped before its first fit (paused
-    for another job, say) adds no time (its time ends at its last stored fit) and its
-    start load says nothing about the fits; ``empty_sessions`` counts those."""
-    used = [s for s in sessions if s.get("fits", 1) > 0]
-    return dict(
-        sessions=len(used),
-        empty_sessions=len(sessions) - len(used),
-        wall_s=float(sum(s["wall_s"] for s in used)) if used else None,
-        workers=sorted({s["workers"] for s in used}),
-        machines=sorted({f"{s['cpu']}, nproc {s['nproc']}" for s in used}),
-        max_load=max((s["load"] for s in used if s.get("load") is not None), default=None),
-    )
+    """The wall time of a rerun from its store's run sessions: the session part of
+    :func:`moestats.simulation.report.sweep_timing` (seconds in all, the workers and
+    machines, the highest 1-minute load at a session's start; sessions stopped before
+    their first fit are not counted, only named in ``empty_sessions``)."""
+    from moestats.simulation.report import sweep_timing
+    timing = sweep_timing(pd.DataFrame(), sessions)
+    return {key: timing[key] for key in
+            ("sessions", "empty_sessions", "wall_s", "workers", "machines", "max_load")}
 
 
 def _certified(df):

@@ -11,7 +11,7 @@ import check_reproduction as cr  # noqa: E402
 
 def _session(wall_s, fits, load, cpu="AMD EPYC (Numba target znver3)"):
     return dict(wall_s=wall_s, fits=fits, load=load, cpu=cpu, nproc=2,
-                workers="2 local processes")
+                workers="2 local processes", moestats="0.8.0")
 
 
 def test_sessions_without_a_stored_fit_add_neither_time_nor_load():

@@ -295,3 +295,18 @@ def test_report_adds_the_weighted_per_cell_form_recomputed_from_the_fits(tmp_pat
     assert len(cells[cells.form == "max"]) == len(cells[cells.form == "weighted"])
     assert (tmp_path / "over-per-cell-rates-k3-weighted.png").stat().st_size > 0
     assert (tmp_path / "over-per-cell-rates-k3.png").stat().st_size > 0
+
+
+def test_sweep_cost_leaves_out_run_sessions_stopped_before_their_first_fit(tmp_path):
+    from moestats.simulation.report import sweep_timing, timing_markdown
+    record = dict(workers="2 local processes", cpu="AMD EPYC", nproc=2, moestats="0.8.0")
+    fits = pd.DataFrame({"wall_time": [3.0, 4.0]})
+    t = sweep_timing(fits, [dict(record, wall_s=5.0, fits=2, load=0.5),
+                            dict(record, wall_s=0.0, fits=0, load=3.0)])
+    assert (t["sessions"], t["empty_sessions"], t["wall_s"], t["max_load"]) == (1, 1, 5.0, 0.5)
+    only_empty = sweep_timing(fits, [dict(record, wall_s=0.0, fits=0, load=0.2)])
+    assert only_empty["sessions"] == 0 and only_empty["wall_s"] is None
+    path = tmp_path / "s-slopes.json"
+    path.write_text(json.dumps({"spec": {"setup": "s", "form": "full"}, "timing": only_empty}))
+    line = timing_markdown([path]).splitlines()[2]
+    assert "not recorded | every run session stopped before its first fit |" in line

@@ -265,7 +265,10 @@ def sweep_timing(df, sessions) -> dict:
     is the sweep's CPU time up to the data generation and losses outside the fits);
     ``wall_s`` sums the recorded run sessions' wall times
     (:meth:`~moestats.simulation.ResultStore.begin_session`; None when the store
-    records none: one written before moestats recorded them).
+    records none: one written before moestats recorded them). Only sessions that stored
+    a fit count: one stopped before its first fit adds no time (a session's time ends
+    at its last stored fit) and its start load says nothing about the fits;
+    ``empty_sessions`` counts those.
 
     Examples
     --------
@@ -274,15 +277,17 @@ def sweep_timing(df, sessions) -> dict:
     ...              [{"wall_s": 2.0, "fits": 2, "workers": "2 local processes",
     ...                "cpu": "AMD EPYC", "nproc": 2, "load": 0.1, "moestats": "0.8.0"}])
     ... # doctest: +NORMALIZE_WHITESPACE
-    {'fits': 2, 'fit_s': 3.5, 'sessions': 1, 'wall_s': 2.0, 'session_fits': 2,
-     'workers': ['2 local processes'], 'machines': ['AMD EPYC (nproc 2)'],
-     'max_load': 0.1, 'versions': ['0.8.0']}
+    {'fits': 2, 'fit_s': 3.5, 'sessions': 1, 'empty_sessions': 0, 'wall_s': 2.0,
+     'session_fits': 2, 'workers': ['2 local processes'],
+     'machines': ['AMD EPYC (nproc 2)'], 'max_load': 0.1, 'versions': ['0.8.0']}
     """
     wall = pd.to_numeric(df["wall_time"], errors="coerce") if "wall_time" in df else None
+    used = [s for s in sessions if s.get("fits", 1) > 0]
     out = dict(fits=int(len(df)),
                fit_s=None if wall is None else round(float(wall.sum(skipna=True)), 3),
-               sessions=len(sessions), wall_s=None, session_fits=None, workers=[],
-               machines=[], max_load=None, versions=[])
+               sessions=len(used), empty_sessions=len(sessions) - len(used), wall_s=None,
+               session_fits=None, workers=[], machines=[], max_load=None, versions=[])
+    sessions = used
     if sessions:
         loads = [s["load"] for s in sessions if s.get("load") is not None]
         out.update(wall_s=round(sum(s["wall_s"] for s in sessions), 3),
@@ -314,6 +319,8 @@ def timing_markdown(slopes_files) -> str:
                 wall += f" ({t['session_fits']} of the fits)"
             detail = (f"{t['sessions']}: {', '.join(t['workers'])}; {', '.join(t['machines'])}; "
                       f"{t['max_load']}")
+        elif t.get("empty_sessions"):
+            wall, detail = "not recorded", "every run session stopped before its first fit"
         else:
             wall, detail = "not recorded", "store written before moestats recorded run sessions"
         lines.append(head + f"{t['fits']} | {fit_s} | {wall} | {detail} |")
